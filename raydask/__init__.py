@@ -1,0 +1,41 @@
+"""raydask: dask.distributed's futures API on Ray.
+
+Change one import and Dask futures code runs on a Ray cluster::
+
+    from raydask import Client, progress, as_completed
+"""
+
+from .client import Client, fire_and_forget, futures_of
+from .cluster import LocalCluster
+from .errors import CancelledError, FutureCancelledError, KilledWorker, TimeoutError, WorkerStartTimeoutError
+from .future import Future
+from .progress import progress
+from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
+from .worker import default_client, get_client, get_worker, rejoin, secede, worker_client
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_COMPLETED",
+    "CancelledError",
+    "Client",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Future",
+    "FutureCancelledError",
+    "KilledWorker",
+    "LocalCluster",
+    "TimeoutError",
+    "WorkerStartTimeoutError",
+    "as_completed",
+    "default_client",
+    "fire_and_forget",
+    "futures_of",
+    "get_client",
+    "get_worker",
+    "progress",
+    "rejoin",
+    "secede",
+    "wait",
+    "worker_client",
+]

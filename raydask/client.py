@@ -1,0 +1,571 @@
+"""Client: dask.distributed's futures API on a Ray cluster (glue only).
+
+``client.submit(add, x, y)`` reads as a straight line: key and dedup
+(:mod:`keys`), argument packing (:mod:`scheduling`), one Ray task returning
+value and receipt, a :class:`Future` sharing the key's :class:`FutureState`,
+and, when somebody watches, a completion callback that settles it
+(:mod:`future`) and records an event (:mod:`events`) for progress and the
+dashboard.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import queue as pyqueue
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import ray
+import ray.exceptions
+
+from . import worker as _worker
+from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
+from .errors import FutureCancelledError, unwrap
+from .events import EventLog, TaskRecord
+from .future import Future, FutureState, Settler, Status, notify
+from .keys import format_bytes, funcname, tokenize, typename
+from .scheduling import Dispatcher, pack, task_options
+
+__all__ = ["Client", "fire_and_forget", "futures_of"]
+
+logger = logging.getLogger("raydask")
+
+
+class ClientStatus(enum.Enum):
+    NEWLY_CREATED = "newly-created"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Client:
+    """Connect to (or start) a Ray cluster and run Dask-style futures on it.
+
+    Args:
+        address: None to start a local cluster (or to reuse the Ray this process
+            already joined), a ``LocalCluster``, or a Ray address: ``"auto"``,
+            ``"ray://host:port"``, ``"host:port"``; ``RAY_ADDRESS`` is honoured.
+        set_as_default: make this the client that ``get_client()`` and friends use.
+        name: a label for this client.
+        timeout: seconds to wait for the cluster to come up.
+        dashboard_address: where the dashboard listens (``":8787"``); None disables it.
+        **cluster_kwargs: passed to :class:`LocalCluster` (``n_workers``,
+            ``threads_per_worker``, ``processes``, ``memory_limit``, ``resources``...).
+
+    Differences from dask.distributed:
+        Only the synchronous API exists (``asynchronous=True`` raises).
+    """
+
+    def __init__(self, address=None, loop=None, timeout=None, set_as_default=True, scheduler_file=None,
+                 security=None, asynchronous=False, name=None, heartbeat_interval=None,
+                 serializers=None, deserializers=None, extensions=None, direct_to_workers=None,
+                 connection_limit=512, dashboard_address=":8787", **cluster_kwargs):
+        if asynchronous:
+            raise ValueError("raydask's Client is synchronous; asynchronous=True is not supported")
+        if address is not None and not isinstance(address, (str, _ClusterBase)):
+            raise TypeError(f"address must be a Ray address string or a LocalCluster, got {address!r}")
+        self.status_enum = ClientStatus.NEWLY_CREATED
+        self.id = f"Client-{uuid.uuid1()}"
+        self.name = name
+        self._lock = threading.RLock()
+        self._states: dict = {}
+        self._keep_alive: set = set()
+        self._dispatcher = Dispatcher()
+        self._owns_cluster = False
+        self.cluster = self._connect(address, cluster_kwargs)
+        self._settler = Settler(name="raydask")
+        self._events = None
+        self._dashboard = None
+        if dashboard_address is not None and not _worker.in_task():
+            self._events = EventLog()
+            self._start_dashboard(dashboard_address)
+        self.status_enum = ClientStatus.RUNNING
+        _worker.register(self, set_as_default)
+
+    def _connect(self, address, cluster_kwargs):
+        if isinstance(address, _ClusterBase):
+            return address
+        address = address or None
+        if address is None and ray.is_initialized():
+            if cluster_kwargs and not _worker.in_task():
+                raise ValueError(
+                    f"Ray is already running in this process; cannot start a new cluster with {cluster_kwargs!r}"
+                )
+            return RayCluster(owns_connection=False)
+        if address is None and os.environ.get("RAY_ADDRESS"):
+            address = os.environ["RAY_ADDRESS"]
+        if address is not None:
+            if cluster_kwargs:
+                raise TypeError(f"cluster arguments {sorted(cluster_kwargs)!r} cannot be used with address={address!r}")
+            return RayCluster(address)
+        self._owns_cluster = True
+        return LocalCluster(**cluster_kwargs)
+
+    def _start_dashboard(self, dashboard_address):
+        try:
+            from .dashboard.server import DashboardServer
+        except ImportError:  # the dashboard arrives in its own module
+            return
+        self._dashboard = DashboardServer(self, dashboard_address)
+        self._dashboard.start()
+        self.cluster._dashboard_link = self._dashboard.link
+
+    # -- identity and reprs ---------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self.status_enum.value
+
+    @property
+    def dashboard_link(self):
+        return self._dashboard.link if self._dashboard is not None else None
+
+    @property
+    def scheduler_address(self) -> str:
+        return self.cluster.scheduler_address
+
+    @property
+    def futures(self) -> dict:
+        """Keys this client holds, mapped to their shared state."""
+        return dict(self._states)
+
+    def __repr__(self):
+        if self.status_enum is not ClientStatus.RUNNING:
+            return f"<Client: No scheduler connected>"
+        table = worker_table()
+        return (
+            f"<Client: {self.scheduler_address!r} processes={len(table)} "
+            f"threads={sum(w['nthreads'] for w in table)}, "
+            f"memory={format_bytes(sum(w['memory_limit'] for w in table))}>"
+        )
+
+    def _repr_html_(self):
+        link = self.dashboard_link
+        dash = f'<a href="{link}" target="_blank">{link}</a>' if link else "not running"
+        kind = "Cluster object" if self._owns_cluster else "Direct"
+        cluster_html = self.cluster._repr_html_() if hasattr(self.cluster, "_repr_html_") else ""
+        return (
+            f'<div><h3 style="margin-bottom: 0px;">Client</h3>'
+            f'<p style="color: #9D9D9D; margin-bottom: 0px;">{self.id}</p>'
+            f"<table><tr><td><strong>Connection method:</strong> {kind}</td>"
+            f"<td><strong>Cluster type:</strong> raydask.{type(self.cluster).__name__}</td></tr>"
+            f"<tr><td colspan=2><strong>Dashboard:</strong> {dash}</td></tr></table>"
+            f"<details><summary>Cluster Info</summary>{cluster_html}</details></div>"
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_running(self):
+        if self.status_enum is not ClientStatus.RUNNING:
+            raise RuntimeError(f"cannot schedule new futures: the client is {self.status}")
+
+    # -- refcounting: a key lives while a Future of it does ------------------------
+    def _retain(self, state):
+        with self._lock:
+            state.refcount += 1
+
+    def _release(self, state):
+        with self._lock:
+            state.refcount -= 1
+            if state.refcount > 0:
+                return
+            if self._states.get(state.key) is state:
+                del self._states[state.key]
+        if self._events is not None:
+            self._events.released(state.key)
+
+    # -- submit and map -------------------------------------------------------------
+    def submit(self, func, *args, key=None, workers=None, resources=None, retries=None, priority=0,
+               fifo_timeout="100 ms", allow_other_workers=False, actor=False, actors=False, pure=True,
+               **kwargs):
+        """Run ``func(*args, **kwargs)`` on the cluster; return a Future at once.
+
+        Futures among the arguments, also nested in lists, tuples, sets, dicts and
+        namedtuples, become dependencies, resolved inside the cluster.  With
+        ``pure=True`` (default) equal calls share one key and run once.
+
+        Raises:
+            TypeError: if ``func`` is not callable.
+        """
+        if not callable(func):
+            raise TypeError(f"First input to submit must be a callable function, got {func!r}")
+        self._check_running()
+        if actor or actors:
+            raise NotImplementedError("actor=True is not supported by raydask; use Ray actors directly")
+        if allow_other_workers not in (True, False, None):
+            raise TypeError(f"allow_other_workers= must be True or False, got {allow_other_workers!r}")
+        if key is None:
+            if pure:
+                key = f"{funcname(func)}-{tokenize(func, kwargs, *args)}"
+            else:
+                key = f"{funcname(func)}-{uuid.uuid4()}"
+        elif not isinstance(key, (str, bytes, int, float, tuple)):
+            raise TypeError(f"key must be a string, bytes, number or tuple, got {key!r}")
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None:
+                return Future(state, self)
+        if allow_other_workers and workers is None:
+            raise ValueError("Only use allow_other_workers= if using workers=")
+        options = self._options(workers, resources, retries, allow_other_workers)
+        return Future(self._submit(func, key, args, kwargs, options, priority), self)
+
+    def _submit(self, func, key, args, kwargs, options, priority):
+        packed, call_args, deps = pack(args, kwargs, Future)
+        ref, receipt = self._dispatcher.submit(func, key, packed, call_args, options)
+        state = FutureState(key, ref, receipt, tuple(d.key for d in deps))
+        with self._lock:
+            self._states[key] = state
+        if self._events is not None:
+            self._events.submitted(key, state.deps, priority or 0)
+            state.add_waiter(self._record)
+            state.watch(self._settler)
+        return state
+
+    def _options(self, workers, resources, retries, allow_other_workers):
+        strategy = None
+        if workers is not None:
+            strategy = self._placement(workers, allow_other_workers)
+        if resources is None and retries is None and strategy is None:
+            return None
+        return task_options(resources, retries, strategy)
+
+    def _placement(self, workers, allow_other_workers):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if isinstance(workers, (str, int)):
+            workers = [workers]
+        if not isinstance(workers, (list, tuple, set)):
+            raise TypeError(f"workers must be a list or set of workers or None, got {workers!r}")
+        table = worker_table()
+        by_any = {}
+        for w in table:
+            for label in (w["address"], w["name"], str(w["name"]), w["node_id"], w["host"]):
+                by_any.setdefault(label, w)
+        chosen = [by_any.get(w) or by_any.get(str(w)) for w in workers]
+        if not any(chosen):
+            raise ValueError(f"no worker matches {sorted(map(str, workers))!r}; known workers: {[w['address'] for w in table]!r}")
+        node = next(c for c in chosen if c)
+        return NodeAffinitySchedulingStrategy(node_id=node["node_id"], soft=bool(allow_other_workers))
+
+    def map(self, func, *iterables, key=None, workers=None, retries=None, resources=None, priority=0,
+            allow_other_workers=False, fifo_timeout="100 ms", actor=False, actors=False, pure=True,
+            batch_size=None, **kwargs):
+        """Apply ``func`` over the zipped ``iterables``; return a list of futures.
+
+        Args:
+            key: a key prefix (``"inc"``) or a list of full keys, one per call.
+            batch_size: accepted for compatibility; each call is its own Ray task.
+        Raises:
+            TypeError: if ``func`` is not callable, or the iterables are iterators
+                or queues (as in Dask: use a loop of ``submit`` there).
+        """
+        if not callable(func):
+            raise TypeError(f"First input to map must be a callable function, got {func!r}")
+        if iterables and (all(isinstance(it, pyqueue.Queue) for it in iterables)
+                          or all(isinstance(it, Iterator) for it in iterables)):
+            raise TypeError(
+                "Dask no longer supports mapping over Iterators or Queues. "
+                "Consider using a normal for loop and Client.submit"
+            )
+        self._check_running()
+        if actor or actors:
+            raise NotImplementedError("actor=True is not supported by raydask; use Ray actors directly")
+        for it in iterables:
+            if not hasattr(it, "__iter__"):
+                raise TypeError(f"map expects iterables after the function, got {it!r}")
+        if allow_other_workers and workers is None:
+            raise ValueError("Only use allow_other_workers= if using workers=")
+        calls = list(zip(*[list(it) for it in iterables]))
+        if isinstance(key, list):
+            if len(key) != len(calls):
+                raise ValueError(f"map got {len(key)} keys for {len(calls)} calls")
+            keys = key
+        else:
+            prefix = key or funcname(func)
+            if pure:
+                keys = [f"{prefix}-{tokenize(func, kwargs, *args)}" for args in calls]
+            else:
+                keys = [f"{prefix}-{uuid.uuid4()}" for _ in calls]
+        options = self._options(workers, resources, retries, allow_other_workers)
+        futures = []
+        for k, args in zip(keys, calls):
+            with self._lock:
+                state = self._states.get(k)
+            if state is None:
+                state = self._submit(func, k, args, kwargs, options, priority)
+            futures.append(Future(state, self))
+        return futures
+
+    # -- moving data ----------------------------------------------------------------
+    def gather(self, futures, errors="raise", direct=None, asynchronous=None):
+        """Results of futures, in the same nested structure (lists, tuples, sets, dicts).
+
+        Args:
+            errors: ``"raise"`` the first failure, or ``"skip"`` failed futures.
+        """
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"Bad value, `errors={errors!r}`; use 'raise' or 'skip'")
+        if isinstance(futures, Future):
+            return futures.result()
+        if isinstance(futures, pyqueue.Queue):
+            raise TypeError("gather does not take a queue; gather its items in a loop instead")
+        if isinstance(futures, Iterator):
+            return (self.gather(f, errors=errors) for f in futures)
+        found = futures_of(futures)
+        states = {}
+        for f in found:
+            states.setdefault(f.key, f._state)
+        values, bad = self._fetch(list(states.values()), errors)
+        return _substitute(futures, values, bad)
+
+    def _fetch(self, states, errors):
+        """``({key: value}, {bad keys})`` for ``states`` in one Ray call where possible."""
+        bad = set()
+        for st in states:
+            if st.status is Status.CANCELLED:
+                if errors == "raise":
+                    raise st.exception
+                bad.add(st.key)
+        live = [st for st in states if st.key not in bad]
+        if errors == "raise":
+            try:
+                return dict(zip((st.key for st in live), ray.get([st.ref for st in live]))), bad
+            except ray.exceptions.RayError as err:
+                failed = next((st for st in live if _failed(st)), None)
+                raise unwrap(err, failed.key if failed else None) from None
+        values = {}
+        for st in live:
+            try:
+                values[st.key] = ray.get(st.ref)
+            except ray.exceptions.RayError:
+                bad.add(st.key)
+        return values, bad
+
+    def scatter(self, data, workers=None, broadcast=False, direct=None, hash=True, timeout=None,
+                asynchronous=None):
+        """Put local data into the cluster; return futures shaped like ``data``.
+
+        A dict gives a dict of futures keyed by its keys (which become the futures'
+        keys); a list, tuple or set gives the same container of futures; anything
+        else one future.  Keys are ``f"{type}-{token}"``.
+
+        Differences from dask.distributed:
+            ``workers=`` and ``broadcast=`` are accepted and ignored: the data goes
+            to the object store of this client's node and Ray copies it to the nodes
+            that use it.
+        """
+        self._check_running()
+        if isinstance(data, pyqueue.Queue) or isinstance(data, Iterator):
+            if isinstance(data, pyqueue.Queue):
+                raise TypeError("scatter does not take a queue; scatter its items in a loop instead")
+            return (self.scatter(x, hash=hash) for x in data)
+        if isinstance(data, dict):
+            return {k: self._scatter_one(v, k) for k, v in data.items()}
+        if isinstance(data, (list, tuple, set, frozenset)):
+            futures = [self._scatter_one(v, self._scatter_key(v, hash)) for v in data]
+            return type(data)(futures) if not hasattr(data, "_fields") else type(data)(*futures)
+        return self._scatter_one(data, self._scatter_key(data, hash))
+
+    @staticmethod
+    def _scatter_key(value, hash):
+        token = tokenize(value) if hash else uuid.uuid4().hex
+        return f"{type(value).__name__}-{token}"
+
+    def _scatter_one(self, value, key):
+        with self._lock:
+            state = self._states.get(key)
+        if state is None:
+            now = time.time()
+            ref = ray.put(value)
+            state = FutureState(key, ref, None)
+            state.record = TaskRecord(typename(type(value)), _nbytes(value), now, now,
+                                      ray.get_runtime_context().get_node_id(), os.getpid())
+            with self._lock:
+                self._states[key] = state
+            if self._events is not None:
+                self._events.submitted(key, ())
+                self._events.finished(key, state.record)
+        return Future(state, self)
+
+    # -- control ----------------------------------------------------------------------
+    def cancel(self, futures, asynchronous=None, force=False, reason=None, msg=None):
+        """Cancel futures: they become ``cancelled`` and ``result()`` raises ``CancelledError``.
+
+        A task that has not started is skipped by Ray when that is safe.
+
+        Differences from dask.distributed:
+            A task already running when cancelled is interrupted by Ray
+            (``KeyboardInterrupt`` inside it); Dask lets it run and drops the result.
+            A task whose inputs are still being computed is not cancelled inside Ray,
+            because that can crash the driver (RAY-NOTES; ray-project/ray#18908):
+            it still runs, and its result is dropped.
+        """
+        if isinstance(futures, Future):
+            futures = [futures]
+        states = {}
+        for f in futures_of(futures):
+            states.setdefault(f.key, f._state)
+        for st in states.values():
+            if st.status is not Status.PENDING:
+                continue
+            waiters = st.cancel(reason or "cancelled")
+            with self._lock:
+                if self._states.get(st.key) is st:
+                    del self._states[st.key]
+            if self._events is not None:
+                self._events.finished(st.key, None, state="cancelled")
+            notify(waiters, st)
+            if self._safe_to_cancel(st):
+                try:
+                    ray.cancel(st.ref, force=False, recursive=False)
+                except Exception:  # noqa: BLE001 - already finished or gone
+                    pass
+
+    def _safe_to_cancel(self, state) -> bool:
+        refs = []
+        with self._lock:
+            for key in state.deps:
+                dep = self._states.get(key)
+                if dep is None:
+                    return False
+                refs.append(dep.ref)
+        if not refs:
+            return True
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        return len(ready) == len(refs)
+
+    # -- cluster information ----------------------------------------------------------
+    def scheduler_info(self, **kwargs) -> dict:
+        """Dask's ``scheduler_info()`` shape: the cluster and its workers by address."""
+        table = worker_table()
+        return {
+            "type": "Scheduler",
+            "id": self.cluster.scheduler_address,
+            "address": self.cluster.scheduler_address,
+            "services": {"dashboard": self._dashboard.port} if self._dashboard else {},
+            "started": self._events.started if self._events else None,
+            "n_workers": len(table),
+            "total_threads": sum(w["nthreads"] for w in table),
+            "total_memory": sum(w["memory_limit"] for w in table),
+            "workers": {w["address"]: {k: v for k, v in w.items() if k != "address"} | {"id": w["address"]} for w in table},
+        }
+
+    def nthreads(self, workers=None, **kwargs) -> dict:
+        """``{worker address: threads}`` (Ray CPUs per node)."""
+        return {w["address"]: w["nthreads"] for w in worker_table()
+                if workers is None or w["address"] in workers or w["name"] in workers}
+
+    ncores = nthreads
+
+    def wait_for_workers(self, n_workers, timeout=None):
+        """Block until ``n_workers`` workers (Ray nodes) are up; raises on timeout."""
+        if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+        self.cluster.wait_for_workers(n_workers, timeout)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def close(self, timeout=None):
+        """Close the client; stop the cluster only if this client started it."""
+        if self.status_enum in (ClientStatus.CLOSING, ClientStatus.CLOSED):
+            return
+        self.status_enum = ClientStatus.CLOSING
+        _worker.unregister(self)
+        if self._dashboard is not None:
+            self._dashboard.stop()
+        with self._lock:
+            states = list(self._states.values())
+            self._states.clear()
+            self._keep_alive.clear()
+        for st in states:
+            st.cancel("client closed")
+        self._settler.close()
+        self._dispatcher.clear()
+        if self._owns_cluster:
+            self.cluster.close()
+        elif isinstance(self.cluster, RayCluster):
+            self.cluster.close()
+        self.status_enum = ClientStatus.CLOSED
+
+    def shutdown(self):
+        """Close the client and the cluster it started (never a cluster it joined)."""
+        self.close()
+
+    # -- events for progress and the dashboard ----------------------------------------
+    def _record(self, state):
+        events = self._events
+        if events is None:
+            return
+        if state.status is Status.FINISHED:
+            events.finished(state.key, state.record)
+        elif state.status is Status.CANCELLED:
+            events.finished(state.key, None, state="cancelled")
+        else:
+            events.finished(state.key, state.record, error=state.exception)
+
+
+def _failed(state) -> bool:
+    ready, _ = ray.wait([state.receipt], timeout=0, fetch_local=False) if state.receipt is not None else ([], None)
+    if not ready:
+        return False
+    try:
+        ray.get(state.receipt)
+        return False
+    except ray.exceptions.RayError:
+        return True
+
+
+def _nbytes(value) -> int:
+    from .scheduling import _nbytes as nbytes
+
+    return nbytes(value)
+
+
+def futures_of(obj) -> list:
+    """Every Future inside ``obj`` (nested lists, tuples, sets, dicts), unique, in order."""
+    out, seen, stack = [], set(), [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Future):
+            if id(x) not in seen:
+                seen.add(id(x))
+                out.append(x)
+        elif isinstance(x, dict):
+            stack.extend(reversed(list(x.values())))
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            stack.extend(reversed(list(x)))
+    return out
+
+
+def _substitute(obj, values, bad):
+    if isinstance(obj, Future):
+        return values[obj.key]
+    if isinstance(obj, dict):
+        return {k: _substitute(v, values, bad) for k, v in obj.items()
+                if not (isinstance(v, Future) and v.key in bad)}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [_substitute(v, values, bad) for v in obj if not (isinstance(v, Future) and v.key in bad)]
+        if hasattr(obj, "_fields"):
+            return type(obj)(*items)
+        return type(obj)(items)
+    return obj
+
+
+def fire_and_forget(obj):
+    """Run the futures in ``obj`` to completion even if every handle is dropped."""
+    for f in futures_of(obj):
+        client = f.client
+        st = f._state
+        with client._lock:
+            client._keep_alive.add(st)
+        if st.add_waiter(lambda s, c=client: c._keep_alive.discard(s)):
+            st.watch(client._settler)
+        else:
+            client._keep_alive.discard(st)

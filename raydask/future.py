@@ -1,0 +1,371 @@
+"""Future: a handle on one task's result, shared by key.
+
+Data flow for one key::
+
+    submit ──> FutureState(ref, receipt) ──> Ray runs the task, returns (value, receipt)
+                    │                                          │
+                    │   receipt._on_completed  (Ray's thread)  │
+                    └──────── Settler queue <──────────────────┘
+                                  │  raydask-settler thread
+                                  ▼
+                    state.settle(): status, record, exception
+                                  │  waiters (as_completed, wait, progress, events)
+                                  ▼
+                    raydask-callbacks thread: user add_done_callback functions
+
+Every task returns two objects: its value and a small *receipt* (result type and
+size, where and when it ran).  Status questions are answered from the receipt, so
+the value never travels to the client unless the user asks for it.  Completion
+callbacks are registered only for futures somebody waits on, so plain
+``submit`` + ``gather`` pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+import threading
+
+import ray
+import ray.exceptions
+
+from .errors import FutureCancelledError, KilledWorker, unwrap
+from .events import TaskRecord
+
+__all__ = ["Future", "FutureState", "Status"]
+
+
+class Status(enum.Enum):
+    """Lifecycle of a key; ``.value`` is the string Dask shows as ``future.status``."""
+
+    PENDING = "pending"
+    FINISHED = "finished"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+class FutureState:
+    """What every Future of one key shares: the Ray refs and the known outcome.
+
+    State changes happen only in :meth:`settle`; everything else reads.
+    """
+
+    __slots__ = (
+        "key", "ref", "receipt", "deps", "status", "record", "exception",
+        "cancel_reason", "_lock", "_waiters", "_watched", "refcount", "__weakref__",
+    )
+
+    def __init__(self, key, ref, receipt, deps=()):
+        self.key = key
+        self.ref = ref
+        self.receipt = receipt  # None for scattered data: finished from birth
+        self.deps = deps  # dependency keys, for the graph and for safe cancelling
+        self.status = Status.PENDING if receipt is not None else Status.FINISHED
+        self.record: TaskRecord | None = None
+        self.exception: BaseException | None = None
+        self.cancel_reason = None
+        self._lock = threading.Lock()
+        self._waiters: list | None = []
+        self._watched = False
+        self.refcount = 0
+
+    # -- the one place state changes -------------------------------------------------
+    def settle(self, status, record=None, exception=None) -> list:
+        """Record the outcome once; return the waiters to notify (outside the lock)."""
+        with self._lock:
+            if self.status is not Status.PENDING:
+                return []
+            self.status, self.record, self.exception = status, record, exception
+            waiters, self._waiters = self._waiters or [], None
+            return waiters
+
+    def settle_from_receipt(self, receipt) -> list:
+        """Settle from the value (or exception) that the receipt ref resolved to."""
+        if isinstance(receipt, TaskRecord):
+            return self.settle(Status.FINISHED, receipt)
+        if isinstance(receipt, tuple):  # receipts travel as plain tuples
+            return self.settle(Status.FINISHED, TaskRecord(*receipt))
+        if isinstance(receipt, ray.exceptions.TaskCancelledError):
+            return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, "cancelled"))
+        if isinstance(receipt, (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)):
+            return self.settle(Status.LOST, exception=unwrap(receipt, self.key))
+        if isinstance(receipt, BaseException):
+            return self.settle(Status.ERROR, exception=unwrap(receipt, self.key))
+        return self.settle(Status.FINISHED)
+
+    def cancel(self, reason="cancelled") -> list:
+        self.cancel_reason = reason
+        return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, reason))
+
+    # -- observation ------------------------------------------------------------------
+    def add_waiter(self, fn) -> bool:
+        """Call ``fn(state)`` when settled; False (and no call) if already settled."""
+        with self._lock:
+            if self._waiters is None:
+                return False
+            self._waiters.append(fn)
+            return True
+
+    def remove_waiter(self, fn) -> None:
+        with self._lock:
+            if self._waiters and fn in self._waiters:
+                self._waiters.remove(fn)
+
+    def watch(self, settler) -> None:
+        """Ask Ray to tell ``settler`` when the receipt is ready (once per state)."""
+        if self._watched or self.receipt is None:
+            return
+        self._watched = True
+        self.receipt._on_completed(lambda result, state=self: settler.put(state, result))
+
+    def poll(self) -> list:
+        """Settle now if the task has ended (one local, non-blocking Ray call)."""
+        if self.status is not Status.PENDING or self.receipt is None:
+            return []
+        ready, _ = ray.wait([self.receipt], timeout=0, fetch_local=False)
+        if not ready:
+            return []
+        try:
+            value = ray.get(self.receipt)
+        except Exception as exc:  # noqa: BLE001 - the task's failure is the answer
+            value = exc
+        return self.settle_from_receipt(value)
+
+
+class Settler:
+    """Runs settlements and user callbacks on raydask's own threads, never Ray's.
+
+    Ray calls completion callbacks on an internal C++ thread where blocking is
+    unsafe (RAY-NOTES); this hands each result to a named thread instead.
+    """
+
+    def __init__(self, name="raydask"):
+        import queue
+
+        self._queue = queue.SimpleQueue()
+        self._user_queue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, args=(self._queue, self._settle),
+                             name=f"{name}-settler", daemon=True),
+            threading.Thread(target=self._run, args=(self._user_queue, _call),
+                             name=f"{name}-callbacks", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def put(self, state, result) -> None:
+        self._queue.put((state, result))
+
+    def call_soon(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the user-callback thread."""
+        self._user_queue.put((fn, args))
+
+    def _settle(self, state, result):
+        for waiter in state.settle_from_receipt(result):
+            waiter(state)
+
+    @staticmethod
+    def _run(q, handler):
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            try:
+                handler(*item)
+            except Exception:  # a broken callback must not stop the thread
+                import logging
+
+                logging.getLogger("raydask").exception("error in callback")
+
+    def close(self, timeout=5) -> None:
+        self._queue.put(None)
+        self._user_queue.put(None)
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+
+
+def _call(fn, args):
+    fn(*args)
+
+
+def notify(waiters, state) -> None:
+    for waiter in waiters:
+        waiter(state)
+
+
+class Future:
+    """A remotely running computation (``distributed.Future``'s API).
+
+    Every Future of a key shares one :class:`FutureState`; the task is released
+    when the last of them is garbage-collected (or :meth:`release` is called).
+
+    Differences from dask.distributed:
+        ``Future.type`` is the type itself for builtins and its qualified name
+        (``'numpy.ndarray'``) otherwise, so the client never imports user types.
+    """
+
+    __slots__ = ("_state", "_client", "_released", "__weakref__")
+
+    def __init__(self, state: FutureState, client=None):
+        self._state = state
+        self._client = client
+        self._released = False
+        if client is not None:
+            client._retain(state)
+
+    # -- identity ---------------------------------------------------------------------
+    @property
+    def key(self):
+        return self._state.key
+
+    @property
+    def _raydask_token(self):  # how keys.tokenize sees a future: by key
+        return self._state.key
+
+    @property
+    def client(self):
+        if self._client is None:
+            from .worker import get_client
+
+            self._client = get_client()
+        return self._client
+
+    # -- status -----------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        st = self._state
+        if st.status is Status.PENDING:
+            notify(st.poll(), st)
+        return st.status.value
+
+    def done(self) -> bool:
+        """True once the task finished, failed or was cancelled."""
+        return self.status != "pending"
+
+    def cancelled(self) -> bool:
+        return self._state.status is Status.CANCELLED
+
+    @property
+    def type(self):
+        if self.status != "finished" or self._state.record is None:
+            return None
+        name = self._state.record.type
+        return getattr(builtins, name, name) if "." not in name else name
+
+    # -- results ----------------------------------------------------------------------
+    def result(self, timeout=None):
+        """Wait for and return the result; raise the task's exception if it failed.
+
+        Raises:
+            FutureCancelledError: if the future was cancelled.
+            TimeoutError: if ``timeout`` seconds pass first.
+        """
+        from .keys import parse_timedelta
+
+        st = self._state
+        if st.status in (Status.CANCELLED, Status.ERROR, Status.LOST) and st.exception is not None:
+            raise st.exception
+        try:
+            return ray.get(st.ref, timeout=parse_timedelta(timeout))
+        except ray.exceptions.GetTimeoutError:
+            raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
+        except ray.exceptions.RayError as err:
+            if st.status is Status.CANCELLED:
+                raise st.exception from None
+            raise unwrap(err, st.key) from None
+
+    def exception(self, timeout=None):
+        """Return the task's exception, or None if it succeeded (waits for the end)."""
+        from .keys import parse_timedelta
+
+        st = self._state
+        if st.status is Status.CANCELLED:
+            raise st.exception
+        if st.status is Status.PENDING:
+            try:
+                value = ray.get(st.receipt, timeout=parse_timedelta(timeout))
+            except ray.exceptions.GetTimeoutError:
+                raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
+            except Exception as exc:  # noqa: BLE001
+                value = exc
+            notify(st.settle_from_receipt(value), st)
+        if st.status is Status.CANCELLED:
+            raise st.exception
+        return st.exception if st.status in (Status.ERROR, Status.LOST) else None
+
+    def traceback(self, timeout=None):
+        """Return the traceback object of the task's exception, or None."""
+        exc = self.exception(timeout=timeout)
+        return exc.__traceback__ if exc is not None else None
+
+    # -- control ----------------------------------------------------------------------
+    def cancel(self, reason=None, msg=None, **kwargs):
+        """Cancel the task; see ``Client.cancel``."""
+        self.client.cancel([self], reason=reason, msg=msg, **kwargs)
+
+    def add_done_callback(self, fn):
+        """Call ``fn(future)`` once the future is done, on a raydask thread."""
+        if not callable(fn):
+            raise TypeError(f"add_done_callback expects a callable, got {fn!r}")
+        client = self.client
+        settler = client._settler
+        st = self._state
+        if st.add_waiter(lambda _st, fut=self: settler.call_soon(fn, fut)):
+            st.watch(settler)
+            if st.status is Status.PENDING and st.receipt is None:
+                notify(st.poll(), st)
+        else:
+            settler.call_soon(fn, self)
+
+    def release(self):
+        """Drop this handle's claim on the key (as when it is garbage-collected)."""
+        if not self._released:
+            self._released = True
+            if self._client is not None:
+                self._client._release(self._state)
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown
+            pass
+
+    # -- pickling: a Future inside a task argument works in the task ----------------
+    def __reduce__(self):
+        st = self._state
+        return _rebuild_future, (st.key, st.ref, st.receipt)
+
+    # -- reprs ------------------------------------------------------------------------
+    def __repr__(self):
+        status = self.status
+        typ = self.type
+        if typ is not None:
+            name = typ.__name__ if isinstance(typ, type) else typ
+            return f"<Future: {status}, type: {name}, key: {self.key}>"
+        return f"<Future: {status}, key: {self.key}>"
+
+    def _repr_html_(self):
+        import html
+
+        status = self.status
+        colour = {"finished": "green", "error": "red", "cancelled": "gray", "lost": "gray"}.get(status, "black")
+        typ = self.type
+        type_part = ""
+        if typ is not None:
+            type_part = f", <strong>type</strong>: {html.escape(typ.__name__ if isinstance(typ, type) else typ)}"
+        return (
+            f"<strong>Future: {html.escape(str(self.key))}</strong> "
+            f'<span style="color: var(--jp-ui-font-color2, gray)"> status: </span>'
+            f'<span style="color: {colour}">{status}</span>{type_part},'
+            f' <span style="color: var(--jp-ui-font-color2, gray)"> key: </span>{html.escape(str(self.key))}'
+        )
+
+    def __await__(self):
+        raise TypeError("raydask futures are synchronous; call .result() instead of awaiting")
+
+
+def _rebuild_future(key, ref, receipt):
+    return Future(FutureState(key, ref, receipt), client=None)
+

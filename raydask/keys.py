@@ -1,0 +1,166 @@
+"""Task keys the way Dask spells them: ``inc-<token>``, ``int-<token>``.
+
+A key is ``f"{funcname(func)}-{token}"``; the token is deterministic for pure
+calls (same function, same arguments, same key; that is how Dask deduplicates
+work) and a fresh uuid otherwise.  The token only has to be stable within a
+process and collision-free; it need not equal the token dask would compute.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import uuid
+from operator import methodcaller
+
+import cloudpickle
+
+__all__ = ["funcname", "key_split", "tokenize", "typename", "format_bytes"]
+
+_ATOMS = (int, float, str, bytes, bool, complex, type(None))
+
+
+def _normalize(obj, depth=0):
+    """A cheap, hashable-by-repr stand-in for ``obj``; falls back to pickling."""
+    t = type(obj)
+    if t in _ATOMS:
+        return obj
+    if depth > 50:
+        return _pickled(obj)
+    if t in (list, tuple):
+        return (t.__name__, tuple(_normalize(o, depth + 1) for o in obj))
+    if t is dict:
+        return ("dict", tuple(sorted((repr(k), _normalize(v, depth + 1)) for k, v in obj.items())))
+    if t in (set, frozenset):
+        return (t.__name__, tuple(sorted(repr(_normalize(o, depth + 1)) for o in obj)))
+    token = getattr(obj, "_raydask_token", None)  # Futures tokenize by key
+    if token is not None:
+        return ("future", token)
+    if callable(obj) and hasattr(obj, "__qualname__") and hasattr(obj, "__module__"):
+        # Functions: identity within this process is what makes pure calls dedup.
+        return ("callable", obj.__module__, obj.__qualname__, id(obj))
+    nbytes = getattr(obj, "nbytes", None)
+    if nbytes is not None and hasattr(obj, "tobytes"):  # numpy and friends
+        return ("array", str(getattr(obj, "dtype", "")), str(getattr(obj, "shape", "")),
+                hashlib.md5(obj.tobytes()).hexdigest())
+    return _pickled(obj)
+
+
+def _pickled(obj):
+    try:
+        return ("pickle", hashlib.md5(cloudpickle.dumps(obj, protocol=5)).hexdigest())
+    except Exception:
+        return ("unpicklable", uuid.uuid4().hex)  # never equal: no false dedup
+
+
+def tokenize(*args, **kwargs) -> str:
+    """Return a 32-hex-digit deterministic token for ``args`` and ``kwargs``."""
+    payload = repr(_normalize((args, kwargs) if kwargs else args)).encode()
+    return hashlib.md5(payload, usedforsecurity=False).hexdigest()
+
+
+def funcname(func) -> str:
+    """The name Dask uses as a key prefix for ``func`` (``lambda`` for lambdas)."""
+    if isinstance(func, functools.partial):
+        return funcname(func.func)
+    if isinstance(func, methodcaller):
+        return func.method[:50]
+    try:
+        name = func.__name__
+    except AttributeError:
+        return str(func)[:50]
+    return "lambda" if name == "<lambda>" else name[:50]
+
+
+def typename(typ) -> str:
+    """``int`` for builtins, ``module.Qualname`` otherwise (as ``dask.utils.typename``)."""
+    if not isinstance(typ, type):
+        typ = type(typ)
+    if not typ.__module__ or typ.__module__ == "builtins":
+        return typ.__qualname__
+    return f"{typ.__module__}.{typ.__qualname__}"
+
+
+_HEX8 = re.compile("^[0-9a-f]{8}$")
+
+
+@functools.lru_cache(maxsize=100_000)
+def key_split(key) -> str:
+    """The prefix of a key: ``'inc'`` for ``'inc-ab12...'`` (as ``dask.utils.key_split``)."""
+    if type(key) is bytes:
+        key = key.decode()
+    if type(key) is tuple:
+        return key_split(key[0])
+    try:
+        words = key.split("-")
+        if not words[0][0].isalpha():
+            result = words[0].split(",")[0].strip("_'()\"")
+        else:
+            result = words[0]
+        for word in words[1:]:
+            if word.isalpha() and not (len(word) == 8 and _HEX8.match(word)):
+                result += "-" + word
+            else:
+                break
+        if len(result) == 32 and re.match(r"[a-f0-9]{32}", result):
+            return "data"
+        if result and result[0] == "<":
+            result = result.strip("<>").split()[0].split(".")[-1]
+        return result
+    except Exception:
+        return "Other"
+
+
+def format_bytes(n: int) -> str:
+    """``'6.78 GiB'``: bytes as text, as ``dask.utils.format_bytes``."""
+    for prefix, k in (("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("ki", 2**10)):
+        if n >= k * 0.9:
+            return f"{n / k:.2f} {prefix}B"
+    return f"{n} B"
+
+
+def format_time(n: float) -> str:
+    """``'1.70 s'``, ``'20m 34s'``: as ``dask.utils.format_time`` for progress bars."""
+    if n > 24 * 60 * 60 * 2:
+        d = int(n / 3600 / 24)
+        return f"{d}d {int((n - d * 3600 * 24) / 3600)}hr"
+    if n > 60 * 60 * 2:
+        h = int(n / 3600)
+        return f"{h}hr {int((n - h * 3600) / 60)}m"
+    if n > 60 * 10:
+        m = int(n / 60)
+        return f"{m}m {int(n - m * 60)}s"
+    if n >= 1:
+        return f"{n:.2f} s"
+    if n >= 1e-3:
+        return f"{n * 1e3:.2f} ms"
+    return f"{n * 1e6:.2f} us"
+
+
+def parse_timedelta(value, name="timeout"):
+    """Seconds from ``10``, ``"10s"``, ``"500ms"``, ``"2 minutes"`` or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds or a string like '10s', got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"{name} must not be negative, got {value!r}")
+        return float(value)
+    if hasattr(value, "total_seconds"):
+        return value.total_seconds()
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", value)
+        if m:
+            units = {"": 1, "s": 1, "sec": 1, "second": 1, "seconds": 1, "ms": 1e-3,
+                     "milliseconds": 1e-3, "us": 1e-6, "m": 60, "min": 60, "minute": 60,
+                     "minutes": 60, "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600,
+                     "d": 86400, "day": 86400, "days": 86400}
+            unit = units.get(m.group(2).lower())
+            if unit is not None:
+                try:
+                    return float(m.group(1)) * unit
+                except ValueError:
+                    pass
+    raise ValueError(f"could not parse {name} {value!r} as a duration")

@@ -1,0 +1,67 @@
+"""Shared Ray clusters for the tests.
+
+Ray allows one cluster per process, so the fixtures share one at a time: the
+single-node ``client`` for most tests, a three-node ``multinode_client`` for
+placement, transfers and scaling.  Switching closes the previous one; pytest
+runs test files in order, so each switch happens about once per file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+
+
+class _Pool:
+    def __init__(self):
+        self.kind = None
+        self.client = None
+
+    def get(self, kind, factory):
+        if self.kind != kind or self.client is None or self.client.status != "running":
+            self.close()
+            self.client = factory()
+            self.kind = kind
+        return self.client
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+        self.client, self.kind = None, None
+
+
+_pool = _Pool()
+
+
+@pytest.fixture
+def client():
+    """A running single-node client (2 threads), shared by the tests that use it."""
+    from raydask import Client
+
+    return _pool.get("local", lambda: Client(n_workers=1, threads_per_worker=2, dashboard_address=None))
+
+
+@pytest.fixture
+def multinode_client():
+    """A client on three Ray nodes of one thread each (separate raylets)."""
+    from raydask import Client
+
+    return _pool.get("multi", lambda: Client(n_workers=3, threads_per_worker=1, dashboard_address=None))
+
+
+@pytest.fixture
+def no_client():
+    """Close any shared client, for tests that start their own."""
+    _pool.close()
+    yield
+    import ray
+
+    if ray.is_initialized():  # a test that failed half-way must not leak its Ray
+        ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _pool.close()
