@@ -13,6 +13,11 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+# Functions defined in test modules are pickled by reference, as in any Ray program:
+# the workers (started from this process, inheriting its environment) must be able
+# to import the test modules.
+_tests = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_tests, os.environ.get("PYTHONPATH")) if p)
 
 
 class _Pool:
