@@ -41,8 +41,9 @@ class TaskEvent:
     priority: int = 0
     record: TaskRecord | None = None
     error: str | None = None
-    seq: int = 0
+    seq: int = 0  # cursor value of the latest change
     waiting_on: int = 0  # dependencies not yet in memory
+    created: int = 0  # cursor value when the key was first submitted (its edges are new then)
 
 
 class EventLog:
@@ -77,6 +78,7 @@ class EventLog:
             ev.state = "waiting" if ev.waiting_on else "processing"
             self._tasks[key] = ev
             self._touch(ev)
+            ev.created = ev.seq
             if len(self._tasks) > self.max_tasks:
                 self._evict()
 

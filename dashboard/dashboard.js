@@ -1,0 +1,71 @@
+// Shared by every raydask dashboard page: navigation, fetching, colours, formatting.
+"use strict";
+
+const RD = {};
+
+// Dask's graph palette for task states.
+RD.stateColors = {
+  waiting: "gray", queued: "yellow", processing: "green", memory: "red",
+  released: "blue", erred: "black", cancelled: "orange",
+};
+
+// Viridis, as Dask colours the task stream by key prefix.
+RD.palette = ["#440154", "#482475", "#414487", "#355f8d", "#2a788e", "#21918c",
+              "#22a884", "#44bf70", "#7ad151", "#bddf26", "#fde725"];
+
+RD.prefixColor = function (prefix) {
+  let h = 0;
+  for (let i = 0; i < prefix.length; i++) h = (h * 31 + prefix.charCodeAt(i)) >>> 0;
+  return RD.palette[h % RD.palette.length];
+};
+
+RD.formatBytes = function (n) {
+  if (n === null || n === undefined) return "";
+  const units = ["B", "kiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(2) : n.toFixed(0)) + " " + units[i];
+};
+
+RD.formatSeconds = function (s) {
+  if (s === null || s === undefined) return "";
+  return s < 1 ? (s * 1000).toFixed(1) + " ms" : s.toFixed(2) + " s";
+};
+
+RD.escape = function (s) {
+  return String(s).replace(/[&<>"']/g, function (c) {
+    return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+  });
+};
+
+RD.getJSON = async function (url) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok) throw new Error(url + ": HTTP " + response.status);
+  return response.json();
+};
+
+RD.nav = function (active) {
+  const nav = document.createElement("nav");
+  nav.innerHTML = '<span class="brand">raydask</span>' +
+    ["status", "workers", "graph"].map(function (p) {
+      return '<a href="/' + p + '"' + (p === active ? ' class="active"' : "") + ">" +
+        p.charAt(0).toUpperCase() + p.slice(1) + "</a>";
+    }).join("") + '<span class="info" id="info"></span>';
+  document.body.insertBefore(nav, document.body.firstChild);
+};
+
+// Run `step` now and again `interval` ms after each run finishes (no overlapping requests).
+RD.poll = function (step, interval) {
+  async function loop() {
+    try {
+      await step();
+      document.getElementById("error").textContent = "";
+    } catch (err) {
+      document.getElementById("error").textContent = "dashboard cannot reach the client: " + err.message;
+    }
+    setTimeout(loop, interval);
+  }
+  loop();
+};
+
+RD.plotConfig = { displaylogo: false, responsive: true };
