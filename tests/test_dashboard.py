@@ -1,0 +1,322 @@
+"""The dashboard's JSON API against a real three-node Ray cluster, and its parts.
+
+The cluster tests start their own client with the dashboard on (the shared
+fixtures turn it off) and talk HTTP to the server it started.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import ray
+
+from raydask.dashboard.layout import GraphLayout, prefix_layout
+from raydask.dashboard.server import DashboardServer, parse_address
+
+
+# -- parts that need no cluster ------------------------------------------------------------
+def test_layout_column_is_one_past_deepest_dependency_and_row_is_mean():
+    g = GraphLayout()
+    assert g.add("a") == (0, 0.0)
+    assert g.add("b") == (0, 1.0)
+    assert g.add("c", ["a"]) == (1, 0.0)
+    assert g.add("d", ["c", "b"]) == (2, 0.5)
+    assert g.add("e") == (0, 2.0)  # a root opens a new row below all used rows
+
+
+def test_layout_positions_never_move_and_collisions_are_nudged():
+    g = GraphLayout()
+    g.add("x")
+    first = g.add("inc", ["x"])
+    second = g.add("double", ["x"])
+    assert first[0] == second[0] == 1 and first[1] != second[1]
+    assert g.add("inc", ["somewhere-else"]) == first
+
+
+def test_prefix_layout_orders_prefixes_by_dependency_and_ignores_self_loops():
+    places = prefix_layout({"add": {"inc", "double", "add"}, "double": {"inc"}, "inc": set()})
+    assert places["inc"][0] == 0 and places["double"][0] == 1 and places["add"][0] == 2
+
+
+@pytest.mark.parametrize("address, expected", [
+    (":8787", ("127.0.0.1", 8787)), ("8787", ("127.0.0.1", 8787)), (0, ("127.0.0.1", 0)),
+    ("0.0.0.0:9000", ("0.0.0.0", 9000)), ("http://localhost:1234", ("localhost", 1234)),
+])
+def test_parse_address(address, expected):
+    assert parse_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["nope", ":99999", None, 1.5])
+def test_parse_address_rejects_bad_values(address):
+    with pytest.raises(ValueError, match="dashboard"):
+        parse_address(address)
+
+
+# -- against a real cluster ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dash_client():
+    import conftest
+    from raydask import Client
+
+    conftest._pool.close()  # one Ray per process: close the shared client first
+    client = Client(n_workers=3, threads_per_worker=1, dashboard_address="127.0.0.1:0")
+    try:
+        yield client
+    finally:
+        client.close()
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def http(dash_client):
+    base = dash_client.dashboard_link.rsplit("/", 1)[0]
+    with httpx.Client(base_url=base, timeout=30) as h:
+        yield h
+
+
+def _inc(x):
+    return x + 1
+
+
+def _add(*xs):
+    return sum(xs)
+
+
+def _total(xs):
+    return sum(xs)
+
+
+def _node_id(_=None):
+    return ray.get_runtime_context().get_node_id()
+
+
+def _array(nbytes):
+    import numpy as np
+
+    return np.ones(nbytes // 8, dtype="float64")
+
+
+def _size(a):
+    return int(a.nbytes)
+
+
+def _fail(x):
+    raise ValueError(f"bad {x}")
+
+
+def _wait_for(fetch, ok, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = fetch()
+        if ok(reply) or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.05)
+
+
+@pytest.mark.multinode
+@pytest.mark.timeout(180)
+def test_link_and_server_thread(dash_client, http):
+    assert dash_client.dashboard_link.startswith("http://127.0.0.1:")
+    assert dash_client.dashboard_link.endswith("/status")
+    assert dash_client.dashboard_link in dash_client._repr_html_()
+    names = [t.name for t in threading.enumerate()]
+    assert f"raydask-dashboard-{dash_client._dashboard.port}" in names
+    for page in ("/status", "/graph", "/workers"):
+        r = http.get(page)
+        assert r.status_code == 200 and "<html" in r.text
+    r = http.get("/static/plotly.min.js")
+    assert r.status_code == 200 and len(r.content) > 1_000_000
+
+
+@pytest.mark.multinode
+def test_graph_edges_equal_submitted_dependencies(dash_client, http):
+    a = dash_client.submit(_inc, 100)
+    b = dash_client.submit(_inc, 200)
+    c = dash_client.submit(_add, a, b)
+    d = dash_client.submit(_total, [a, c])  # nested futures are dependencies too
+    d.result()
+    graph = http.get("/api/graph").json()
+    ours = {a.key, b.key, c.key, d.key}
+    edges = {tuple(e) for e in graph["edges"] if e[1] in ours}
+    assert edges == {(a.key, c.key), (b.key, c.key), (a.key, d.key), (c.key, d.key)}
+    nodes = {n["key"]: n for n in graph["nodes"]}
+    assert nodes[c.key]["x"] == max(nodes[a.key]["x"], nodes[b.key]["x"]) + 1
+    assert nodes[d.key]["x"] == nodes[c.key]["x"] + 1
+    assert nodes[c.key]["prefix"] == "add"
+    done = _wait_for(lambda: http.get("/api/graph").json(),
+                     lambda g: {n["key"]: n["state"] for n in g["nodes"]}.get(d.key) == "memory")
+    assert {n["key"]: n["state"] for n in done["nodes"]}[d.key] == "memory"
+
+
+@pytest.mark.multinode
+def test_graph_since_cursor_returns_only_changes(dash_client, http):
+    first = http.get("/api/graph").json()
+    before = {n["key"]: (n["x"], n["y"]) for n in first["nodes"]}
+    x = dash_client.submit(_inc, 1000)
+    y = dash_client.submit(_inc, x)
+    y.result()
+    delta = _wait_for(lambda: http.get("/api/graph", params={"since": first["cursor"]}).json(),
+                      lambda g: {n["key"] for n in g["nodes"]} >= {x.key, y.key})
+    assert {n["key"] for n in delta["nodes"]} == {x.key, y.key}
+    assert delta["edges"] == [[x.key, y.key]]
+    assert delta["cursor"] > first["cursor"]
+    again = http.get("/api/graph").json()  # older nodes keep their positions
+    assert all((n["x"], n["y"]) == before[n["key"]] for n in again["nodes"] if n["key"] in before)
+    assert http.get("/api/graph", params={"since": delta["cursor"]}).json()["nodes"] == []
+
+
+@pytest.mark.multinode
+def test_task_records_carry_the_node_that_ran_them(dash_client, http):
+    from raydask.cluster import worker_table
+
+    rows = worker_table()
+    assert len(rows) == 3
+    futures = {w["address"]: dash_client.submit(_node_id, w["address"], workers=[w["address"]], pure=False)
+               for w in rows}
+    ran_on = {addr: f.result() for addr, f in futures.items()}
+    by_key = {t["key"]: t for t in _wait_for(
+        lambda: http.get("/api/tasks").json(),
+        lambda r: {f.key for f in futures.values()} <= {t["key"] for t in r["tasks"]})["tasks"]}
+    for addr, f in futures.items():
+        rec = by_key[f.key]
+        assert rec["node_id"] == ran_on[addr]
+        assert rec["worker"] == addr
+        assert rec["stop"] >= rec["start"] > 0
+        assert rec["state"] == "memory"
+    assert len({by_key[f.key]["node_id"] for f in futures.values()}) == 3
+
+
+@pytest.mark.multinode
+def test_large_object_consumed_on_another_node_is_a_transfer(dash_client, http):
+    from raydask.cluster import worker_table
+
+    first, second = worker_table()[:2]
+    nbytes = 4 * 2**20
+    x = dash_client.submit(_array, nbytes, workers=[first["address"]])
+    y = dash_client.submit(_size, x, workers=[second["address"]])
+    same = dash_client.submit(_size, x, workers=[first["address"]])
+    assert y.result() == same.result() == nbytes
+    reply = _wait_for(lambda: http.get("/api/tasks").json(),
+                      lambda r: any(t["to_key"] == y.key for t in r["transfers"]))
+    moved = [t for t in reply["transfers"] if t["key"] == x.key]
+    assert len(moved) == 1, moved  # the consumer on the producer's node moved nothing
+    (t,) = moved
+    assert t["to_key"] == y.key
+    assert t["nbytes"] == nbytes
+    assert t["from_worker"] == first["address"] and t["to_worker"] == second["address"]
+    tasks = {r["key"]: r for r in reply["tasks"]}
+    assert t["stop"] == tasks[y.key]["start"] and t["start"] <= t["stop"]
+
+
+@pytest.mark.multinode
+def test_small_results_are_not_transfers(dash_client, http):
+    from raydask.cluster import worker_table
+
+    first, second = worker_table()[:2]
+    x = dash_client.submit(_inc, 5000, workers=[first["address"]])
+    y = dash_client.submit(_inc, x, workers=[second["address"]])
+    y.result()
+    reply = _wait_for(lambda: http.get("/api/tasks").json(),
+                      lambda r: y.key in {t["key"] for t in r["tasks"]})
+    assert y.key in {t["key"] for t in reply["tasks"]}
+    assert not [t for t in reply["transfers"] if t["to_key"] == y.key]
+
+
+@pytest.mark.multinode
+def test_progress_and_errors(dash_client, http):
+    futures = dash_client.map(_fail, range(3))
+    for f in futures:
+        with pytest.raises(ValueError):
+            f.result()
+    reply = _wait_for(lambda: http.get("/api/progress").json(),
+                      lambda r: any(p["prefix"] == "fail" and p["erred"] == 3 for p in r["prefixes"]))
+    (p,) = [p for p in reply["prefixes"] if p["prefix"] == "fail"]
+    assert p["total"] == 3 and p["erred"] == 3 and p["done"] == 0
+    graph = http.get("/api/graph").json()
+    states = {n["key"]: n for n in graph["nodes"]}
+    assert {states[f.key]["state"] for f in futures} == {"erred"}
+    assert "ValueError" in states[futures[0].key]["error"]
+
+
+@pytest.mark.multinode
+def test_workers_endpoint(dash_client, http):
+    f = dash_client.submit(_inc, 7, pure=False)
+    f.result()
+    rows = _wait_for(lambda: http.get("/api/workers").json()["workers"],
+                     lambda rows: sum(r["finished"] for r in rows) > 0)
+    assert len(rows) == 3
+    assert all(r["nthreads"] == 1 and r["address"].startswith("tcp://") for r in rows)
+    assert all(r["object_store_memory"] > 0 for r in rows)
+    assert sum(r["finished"] for r in rows) >= 1
+
+
+@pytest.mark.multinode
+def test_a_finished_task_shows_within_a_second(dash_client, http):
+    cursor = http.get("/api/tasks").json()["cursor"]
+    f = dash_client.submit(_inc, 42, pure=False)
+    f.result()
+    done_at = time.monotonic()
+    reply = _wait_for(lambda: http.get("/api/tasks", params={"since": cursor}).json(),
+                      lambda r: f.key in {t["key"] for t in r["tasks"]}, timeout=1.0)
+    assert f.key in {t["key"] for t in reply["tasks"]}
+    assert time.monotonic() - done_at < 1.0
+
+
+@pytest.mark.multinode
+@pytest.mark.parametrize("url, status", [
+    ("/api/graph?since=abc", 422), ("/api/graph?since=-1", 400), ("/api/graph?view=pie", 400),
+    ("/api/tasks?since=1.5", 422), ("/static/../../etc/passwd", 404), ("/static/secret.py", 404),
+])
+def test_malformed_parameters_are_rejected(http, url, status):
+    r = http.get(url)
+    assert r.status_code == status
+    if status != 404 or "secret" in url:
+        assert "detail" in r.json()
+
+
+@pytest.mark.multinode
+@pytest.mark.parametrize("url", ["/api/graph", "/api/tasks", "/api/workers", "/api/progress"])
+def test_the_api_is_read_only(http, url):
+    assert http.post(url, json={}).status_code == 405
+    assert http.delete(url).status_code == 405
+
+
+@pytest.mark.multinode
+def test_prefix_view_past_the_size_limit(dash_client, http):
+    source = dash_client._dashboard.source
+    old = source.max_graph_nodes
+    source.max_graph_nodes = 1
+    try:
+        graph = http.get("/api/graph").json()
+    finally:
+        source.max_graph_nodes = old
+    assert graph["view"] == "prefix"
+    prefixes = {n["key"]: n for n in graph["nodes"]}
+    assert {"inc", "add"} <= set(prefixes)
+    assert prefixes["inc"]["count"] >= 3
+    assert ["inc", "add"] in graph["edges"]
+
+
+@pytest.mark.multinode
+def test_busy_port_moves_to_the_next_one_and_stop_joins(dash_client):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        server = DashboardServer(dash_client, f"127.0.0.1:{port}")
+        server.start()
+        try:
+            assert server.port != port and server.port > port
+            assert httpx.get(server.link, timeout=10).status_code == 200
+        finally:
+            thread = server._thread
+            server.stop()
+        assert not thread.is_alive()
+    finally:
+        taken.close()
