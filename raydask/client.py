@@ -14,6 +14,7 @@ import enum
 import logging
 import os
 import queue as pyqueue
+import tempfile
 import threading
 import time
 import uuid
@@ -28,7 +29,10 @@ from .errors import FutureCancelledError, unwrap
 from .events import EventLog, TaskRecord
 from .future import Future, FutureState, Settler, Status, notify
 from .keys import format_bytes, funcname, tokenize, typename
-from .scheduling import Dispatcher, pack, task_options
+from .scheduling import (
+    Dispatcher, install_upload, node_has, node_resources, pack, placement_options, refresh, run_on_nodes,
+    task_options,
+)
 
 __all__ = ["Client", "fire_and_forget", "futures_of"]
 
@@ -75,6 +79,7 @@ class Client:
         self._states: dict = {}
         self._keep_alive: set = set()
         self._dispatcher = Dispatcher()
+        self._resources_ok: set = set()
         self._owns_cluster = False
         self.cluster = self._connect(address, cluster_kwargs)
         self._settler = Settler(name="raydask")
@@ -230,30 +235,39 @@ class Client:
         return state
 
     def _options(self, workers, resources, retries, allow_other_workers):
-        strategy = None
+        placement = None
         if workers is not None:
-            strategy = self._placement(workers, allow_other_workers)
-        if resources is None and retries is None and strategy is None:
+            placement = self._placement(workers, allow_other_workers)
+        if resources is None and retries is None and placement is None:
             return None
-        return task_options(resources, retries, strategy)
+        options = task_options(resources, retries, placement)
+        if resources:
+            self._check_resources(resources)
+        return options
 
     def _placement(self, workers, allow_other_workers):
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        """Ray options that keep a task on ``workers`` (addresses, names or node ids)."""
+        return placement_options(workers, allow_other_workers, worker_table())
 
-        if isinstance(workers, (str, int)):
-            workers = [workers]
-        if not isinstance(workers, (list, tuple, set)):
-            raise TypeError(f"workers must be a list or set of workers or None, got {workers!r}")
+    def _check_resources(self, resources):
+        """Refuse (LocalCluster) or warn about (joined cluster) resources no node has.
+
+        Ray would leave such a task pending forever without a word (RAY-NOTES).
+        """
+        wanted = frozenset(resources.items())
+        if wanted in self._resources_ok:
+            return
         table = worker_table()
-        by_any = {}
-        for w in table:
-            for label in (w["address"], w["name"], str(w["name"]), w["node_id"], w["host"]):
-                by_any.setdefault(label, w)
-        chosen = [by_any.get(w) or by_any.get(str(w)) for w in workers]
-        if not any(chosen):
-            raise ValueError(f"no worker matches {sorted(map(str, workers))!r}; known workers: {[w['address'] for w in table]!r}")
-        node = next(c for c in chosen if c)
-        return NodeAffinitySchedulingStrategy(node_id=node["node_id"], soft=bool(allow_other_workers))
+        if any(node_has(w, resources) for w in table):
+            self._resources_ok.add(wanted)
+            return
+        have = sorted({f"{w['name']}: {node_resources(w)!r}" for w in table})
+        message = f"no worker has the resources {resources!r}; workers have {have!r}"
+        if isinstance(self.cluster, LocalCluster):
+            raise ValueError(message)
+        import warnings
+
+        warnings.warn(message + "; the task waits until such a node joins", UserWarning, stacklevel=4)
 
     def map(self, func, *iterables, key=None, workers=None, retries=None, resources=None, priority=0,
             allow_other_workers=False, fifo_timeout="100 ms", actor=False, actors=False, pure=True,
@@ -470,6 +484,146 @@ class Client:
         if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
             raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
         self.cluster.wait_for_workers(n_workers, timeout)
+
+    def who_has(self, futures=None, **kwargs) -> dict:
+        """``{key: [worker address]}``: the worker that computed each finished result.
+
+        Args:
+            futures: futures to ask about (default: every key this client holds).
+
+        Differences from dask.distributed:
+            Lists the node that produced (or, for scattered data, put) the value,
+            as reported by the task itself; Ray's copies on other nodes and
+            recomputations after a node left are not tracked.
+        """
+        states = self._states_for(futures)
+        refresh(states)
+        addresses = {w["node_id"]: w["address"] for w in worker_table()}
+        return {
+            st.key: [addresses[st.record.node_id]] if st.status is Status.FINISHED and st.record is not None
+            and st.record.node_id in addresses else []
+            for st in states
+        }
+
+    def has_what(self, workers=None, **kwargs) -> dict:
+        """``{worker address: [keys]}``: the inverse of :meth:`who_has`, every worker listed."""
+        table = worker_table()
+        if workers is not None:
+            wanted = {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
+            table = [w for w in table if {w["address"], str(w["name"]), w["node_id"]} & wanted]
+        out = {w["address"]: [] for w in table}
+        for key, where in self.who_has().items():
+            for address in where:
+                if address in out:
+                    out[address].append(key)
+        return out
+
+    def _states_for(self, futures):
+        if futures is None:
+            with self._lock:
+                return list(self._states.values())
+        states = {}
+        for f in futures_of(futures):
+            states.setdefault(f.key, f._state)
+        return list(states.values())
+
+    def run(self, function, *args, workers=None, wait=True, nanny=False, on_error="raise", **kwargs):
+        """Run ``function(*args, **kwargs)`` once on every worker (Ray node).
+
+        A function with a ``dask_worker`` parameter receives ``get_worker()``.
+        Each call is a Ray task pinned to its node that asks for no CPU, so it runs
+        even while the node's slots are busy.
+
+        Args:
+            workers: addresses or names to run on (default: all).
+            on_error: ``"raise"`` the first error, ``"return"`` it in the dict, or ``"ignore"`` it.
+        Returns:
+            ``{worker address: result}`` (None with ``wait=False``).
+
+        Differences from dask.distributed:
+            Runs in one of Ray's worker processes on the node, not in a long-lived
+            worker process: state it leaves behind is seen only by later tasks that
+            happen to run in the same process.
+        """
+        if on_error not in ("raise", "return", "ignore"):
+            raise ValueError(f"on_error must be 'raise', 'return' or 'ignore', got {on_error!r}")
+        if not callable(function):
+            raise TypeError(f"run expects a callable, got {function!r}")
+        self._check_running()
+        refs = run_on_nodes(function, args, kwargs, workers, worker_table())
+        if not wait:
+            return None
+        results = {}
+        for address, ref in refs.items():
+            try:
+                results[address] = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                exc = unwrap(err)
+                if on_error == "raise":
+                    raise exc from None
+                if on_error == "return":
+                    results[address] = exc
+        return results
+
+    def upload_file(self, filename, load=True):
+        """Ship a ``.py``, ``.zip``, ``.egg`` or ``.whl`` file to every worker; later tasks import it.
+
+        The file lands in a directory that every Ray worker process of this client
+        has on ``sys.path`` (archives are unpacked there).  With ``load``, each node
+        imports (or reloads) the module once, so an error in it shows here.
+
+        Raises:
+            FileNotFoundError: if ``filename`` does not exist.
+
+        Differences from dask.distributed:
+            Ray keeps a pool of worker processes per node; one that imported an
+            older version of the module before the upload keeps it.  On a cluster
+            joined through ``ray://`` or after ``ray.init`` by the user, only the
+            process that unpacked the file gets the directory on ``sys.path``.
+        """
+        self._check_running()
+        with open(filename, "rb") as fh:
+            data = fh.read()
+        target = self.cluster.upload_dir or os.path.join(tempfile.gettempdir(), f"raydask-upload-{os.getpid()}")
+        self.run(install_upload, os.path.basename(filename), data, target, load)
+
+    def restart(self, timeout=None, wait_for_workers=True):
+        """Cancel every future of this client (Dask's ``restart``); the cluster keeps working.
+
+        Every future becomes ``cancelled`` (reason ``"scheduler-restart"``); tasks
+        not yet done are cancelled in Ray where that is safe.
+
+        Differences from dask.distributed:
+            Ray's nodes and their worker processes are not restarted.
+        """
+        from .errors import FutureCancelledError as _Cancelled
+
+        self._check_running()
+        with self._lock:
+            states = list(self._states.values())
+        stoppable = {st.key for st in states if st.receipt is not None and st.status is Status.PENDING
+                     and self._safe_to_cancel(st)}
+        with self._lock:
+            self._states.clear()
+            self._keep_alive.clear()
+        gate = getattr(self, "_gate", None)
+        for st in states:
+            if gate is not None:
+                gate.discard(st)
+            st.cancel_reason = "scheduler-restart"
+            waiters = st.settle(Status.CANCELLED, exception=_Cancelled(
+                st.key, "scheduler-restart", "Scheduler has restarted. Please re-run your work."), force=True)
+            if self._events is not None:
+                self._events.finished(st.key, None, state="cancelled")
+            notify(waiters, st)
+            if st.key in stoppable:
+                try:
+                    ray.cancel(st.ref, force=False, recursive=False)
+                except Exception:  # noqa: BLE001 - already finished or gone
+                    pass
+        self._dispatcher.clear()
+        if wait_for_workers and isinstance(self.cluster, LocalCluster):
+            self.cluster.wait_for_workers(self.cluster.target, timeout)
 
     # -- lifecycle --------------------------------------------------------------------
     def close(self, timeout=None):

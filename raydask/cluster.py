@@ -5,6 +5,14 @@ per worker on this machine (``ray.cluster_utils.Cluster``), each with
 ``num_cpus=threads_per_worker``, so objects really move between workers as they
 do between Dask workers.  :class:`RayCluster` describes a Ray cluster somebody
 else started (``Client(address=...)``) and never shuts it down.
+
+Scaling::
+
+    scale(n) / Adaptive ──> target ──> raydask-scale thread ──> add_node / remove_node
+                                           │  removal prefers nodes with no task running
+                                           ▼  (usage from the GCS' cluster status)
+                                     Ray re-runs tasks whose only copy of a result
+                                     lived on a removed node (lineage reconstruction)
 """
 
 from __future__ import annotations
@@ -12,17 +20,26 @@ from __future__ import annotations
 import atexit
 import enum
 import logging
+import math
 import os
+import shutil
+import tempfile
 import threading
 import time
+import weakref
 
 import ray
 
 from .keys import format_bytes, parse_timedelta
 
-__all__ = ["LocalCluster", "RayCluster", "worker_table"]
+__all__ = ["Adaptive", "LocalCluster", "RayCluster", "local_ray_addresses", "worker_table"]
 
 logger = logging.getLogger("raydask")
+
+#: Node label holding a worker's Dask name; set on every node LocalCluster starts.
+NAME_LABEL = "raydask-name"
+#: Label Ray itself puts on every node (2.60): the node id.
+NODE_ID_LABEL = "ray.io/node-id"
 
 
 class ClusterStatus(enum.Enum):
@@ -58,6 +75,11 @@ def _parse_memory(value, n_workers) -> int:
     raise ValueError(f"could not parse memory_limit {value!r}; use bytes or a string like '4GiB'")
 
 
+def _check_count(label, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{label} must be a non-negative integer, got {value!r}")
+
+
 def worker_table() -> list[dict]:
     """One dict per alive Ray node, in Dask's ``scheduler_info()['workers']`` shape."""
     rows = []
@@ -76,16 +98,80 @@ def worker_table() -> list[dict]:
             "memory_limit": int(res.get("memory", 0)),
             "object_store_memory": int(res.get("object_store_memory", 0)),
             "resources": {k: v for k, v in res.items() if not k.startswith("node:") and k not in ("CPU", "memory", "object_store_memory")},
-            "name": node.get("Labels", {}).get("raydask-name", address),
+            "name": node.get("Labels", {}).get(NAME_LABEL, address),
             "is_head": bool(res.get("node:__internal_head__")),
         })
     return rows
+
+
+def cluster_load(gcs_address) -> tuple[dict, float]:
+    """``({node_id: CPUs in use}, CPUs wanted by queued tasks)`` from the GCS.
+
+    This is what Ray's autoscaler reads; the GCS keeps it whether or not an
+    autoscaler runs.  It lags the raylets by about a second.
+    """
+    from ray.autoscaler.v2.sdk import get_cluster_status
+
+    status = get_cluster_status(gcs_address)
+    used = {}
+    for node in list(status.active_nodes) + list(status.idle_nodes):
+        usage = node.resource_usage.usage if node.resource_usage else []
+        used[node.node_id] = sum(u.used for u in usage if u.resource_name == "CPU")
+    demand = 0.0
+    for d in status.resource_demands.ray_task_actor_demand:
+        for b in d.bundles_by_count:
+            demand += b.bundle.get("CPU", 0) * b.count
+    return used, demand
+
+
+def local_ray_addresses() -> set[str]:
+    """GCS addresses of the Ray clusters with a raylet on this machine.
+
+    Ray finds them the same way (``ray._private.services.find_gcs_addresses``):
+    each raylet's command line names its cluster's ``--gcs-address``.
+    """
+    import psutil
+
+    found = set()
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if not cmd or "raylet" not in os.path.basename(cmd[0]):
+                continue
+            for arg in " ".join(cmd).split(" "):
+                if arg.startswith("--gcs-address=") and arg.split("=", 1)[1] not in ("", "None"):
+                    found.add(arg.split("=", 1)[1])
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            pass
+    return found
+
+
+def resolve_address(address):
+    """The Ray address to join for ``address`` (``"auto"``/None look on this machine).
+
+    Raises:
+        ConnectionError: if ``"auto"`` finds no cluster, or more than one
+            (Ray itself would silently pick one of them).
+    """
+    if address not in (None, "auto"):
+        return address
+    found = local_ray_addresses()
+    if len(found) > 1:
+        raise ConnectionError(
+            f"address='auto' matches {len(found)} Ray clusters on this machine ({sorted(found)!r}); "
+            "pass the one you mean as address= or RAY_ADDRESS"
+        )
+    if not found:
+        raise ConnectionError("address='auto' found no running Ray cluster on this machine; start one with `ray start --head`")
+    return found.pop()
 
 
 class _ClusterBase:
     """What Dask's cluster objects share: workers, scale, reprs."""
 
     status: ClusterStatus
+    upload_dir: str | None = None
+    _adaptive = None
 
     @property
     def scheduler_address(self) -> str:
@@ -102,6 +188,48 @@ class _ClusterBase:
     def _totals(self):
         table = worker_table()
         return len(table), sum(w["nthreads"] for w in table), sum(w["memory_limit"] for w in table)
+
+    def wait_for_workers(self, n_workers, timeout=None):
+        """Block until ``n_workers`` Ray nodes are alive.
+
+        Raises:
+            WorkerStartTimeoutError: if ``timeout`` passes first.
+        """
+        from .errors import WorkerStartTimeoutError
+
+        limit = parse_timedelta(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        delay = 0.05
+        while True:
+            alive = len(worker_table())
+            if alive >= n_workers:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise WorkerStartTimeoutError(alive, n_workers, timeout)
+            # Ray has no "node joined" callback for drivers; back off between looks.
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def adapt(self, minimum=0, maximum=math.inf, interval="1s", wait_count=3, **kwargs):
+        """Grow while tasks wait for a CPU, shrink when nodes sit idle.
+
+        Args:
+            minimum, maximum: bounds on the number of workers (Ray nodes).
+            interval: how often to look at the cluster's load.
+            wait_count: looks a node must be idle in a row before it is removed.
+        Returns:
+            The :class:`Adaptive` object (``.stop()`` ends adaptivity).
+        """
+        if self._adaptive is not None:
+            self._adaptive.stop()
+        self._adaptive = Adaptive(self, minimum=minimum, maximum=maximum, interval=interval,
+                                  wait_count=wait_count)
+        return self._adaptive
+
+    def _stop_adaptive(self):
+        if self._adaptive is not None:
+            self._adaptive.stop()
+            self._adaptive = None
 
     def __repr__(self):
         n, threads, memory = self._totals()
@@ -129,6 +257,15 @@ class _ClusterBase:
         self.close()
 
 
+def _job_config(upload_dir):
+    from ray.job_config import JobConfig
+
+    # Every worker process of this job gets upload_dir on sys.path, so modules
+    # that Client.upload_file writes there import in any later task.  Ray spells
+    # this argument with an underscore; it is how Ray ships the driver's script dir.
+    return JobConfig(_py_driver_sys_path=[upload_dir])
+
+
 class LocalCluster(_ClusterBase):
     """Ray nodes on this machine, one per Dask worker (``distributed.LocalCluster``'s signature).
 
@@ -138,24 +275,28 @@ class LocalCluster(_ClusterBase):
         processes: accepted for compatibility; Ray always runs tasks in processes.
         memory_limit: the ``memory`` resource of each node (bytes, ``"4GiB"``, or ``"auto"``:
             the machine's memory divided by ``n_workers``).
-        resources: custom resources declared on every node, e.g. ``{"FOO": 2}``.
+        resources: resources declared on every node, e.g. ``{"FOO": 2, "GPU": 1}``.
         object_store_memory: bytes of Ray object store per node (default 512 MiB).
         host: the IP address Ray's nodes use (default: Ray's own choice).
         dashboard_address: kept for Client; the dashboard is served by the client.
 
     Differences from dask.distributed:
         Workers are separate raylets; ``processes=False`` still runs tasks in worker
-        processes, because Ray has no threads-only mode.
+        processes, because Ray has no threads-only mode.  The first worker is Ray's
+        head node: it is never removed by ``scale`` (it holds the cluster's state).
     """
 
     def __init__(self, n_workers=None, threads_per_worker=None, processes=True, memory_limit="auto",
                  resources=None, object_store_memory=512 * 2**20, host=None, name=None,
                  dashboard_address=":8787", silence_logs=None, **kwargs):
         for label, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ValueError(f"{label} must be a non-negative integer, got {value!r}")
+            if value is not None:
+                _check_count(label, value)
         if resources is not None and not isinstance(resources, dict):
             raise TypeError(f"resources must be a dict like {{'GPU': 1}}, got {resources!r}")
+        for rname, amount in (resources or {}).items():
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+                raise ValueError(f"resource amounts must be non-negative numbers, got {rname!r}: {amount!r}")
         cpus = os.cpu_count() or 1
         if n_workers is None and threads_per_worker is None:
             n_workers, threads_per_worker = (cpus, 1) if cpus <= 4 else (max(1, int(cpus**0.5)), None)
@@ -176,22 +317,23 @@ class LocalCluster(_ClusterBase):
         self._next_name = 1
         self._scaler: threading.Thread | None = None
         self._target = max(n_workers, 1)
-        #: set by the client: ``() -> set of node ids running tasks``, to keep busy nodes
-        self.busy_node_ids = None
+        #: seconds each ``add_node`` took, for the README's figures
+        self.node_start_times: list[float] = []
         self.status = ClusterStatus.CREATED
         self._start()
         if n_workers > 1:
-            self.scale(n_workers)
+            self._set_target(n_workers)
             self.wait_for_workers(n_workers, timeout=120)
 
     def _node_args(self, name):
+        resources = dict(self.resources)
         args = dict(
             num_cpus=self.threads_per_worker,
-            num_gpus=0,
+            num_gpus=resources.pop("GPU", 0),
             memory=self.memory_limit,
             object_store_memory=self.object_store_memory,
-            resources=dict(self.resources),
-            labels={"raydask-name": str(name)},
+            resources=resources,
+            labels={NAME_LABEL: str(name)},
         )
         if self.host:
             args["node_ip_address"] = self.host
@@ -207,23 +349,32 @@ class LocalCluster(_ClusterBase):
         main = threading.current_thread() is threading.main_thread()
         # Ray's node objects install SIGTERM handlers, which Python allows only on the
         # main thread; elsewhere we rely on our own atexit hook and close().
+        started = time.monotonic()
         self._cluster = Cluster(initialize_head=True, connect=False, head_node_args=head_args,
                                 shutdown_at_exit=main)
+        self.node_start_times.append(time.monotonic() - started)
         atexit.register(self.close)
         self._gcs_address = self._cluster.address
-        ray.init(address=self._gcs_address, log_to_driver=False, logging_level=logging.WARNING)
+        self.upload_dir = tempfile.mkdtemp(prefix="raydask-upload-")
+        ray.init(address=self._gcs_address, log_to_driver=False, logging_level=logging.WARNING,
+                 job_config=_job_config(self.upload_dir))
         self.status = ClusterStatus.RUNNING
 
     # -- scaling ------------------------------------------------------------------
     def scale(self, n=0, memory=None, cores=None):
         """Grow or shrink to ``n`` workers (Ray nodes); returns at once, as in Dask.
 
-        Nodes start in the background (``wait_for_workers`` waits for them).  Removing
-        prefers the most recently added nodes that run nothing; the head node, which
-        holds scattered data, is never removed.
+        Nodes start in the background (``wait_for_workers`` waits for them).
+        Removing prefers nodes that run no task, most recently added first; the
+        head node is never removed.  A result whose only copy was on a removed node
+        is recomputed by Ray from its lineage when it is next needed.  Calling
+        ``scale`` stops :meth:`adapt`.
         """
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"scale expects a non-negative number of workers, got {n!r}")
+        _check_count("scale's number of workers", n)
+        self._stop_adaptive()
+        self._set_target(n)
+
+    def _set_target(self, n):
         if self.status is not ClusterStatus.RUNNING:
             raise RuntimeError(f"cannot scale a cluster that is {self.status.value}")
         with self._lock:
@@ -231,6 +382,11 @@ class LocalCluster(_ClusterBase):
             if self._scaler is None or not self._scaler.is_alive():
                 self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
                 self._scaler.start()
+
+    @property
+    def target(self) -> int:
+        """The number of workers asked for (``scale``/``adapt``)."""
+        return self._target
 
     def _reconcile(self):
         while self.status is ClusterStatus.RUNNING:
@@ -242,57 +398,56 @@ class LocalCluster(_ClusterBase):
                 if have < want:
                     name = self._next_name
                     self._next_name += 1
-                    node = None
-                else:
-                    node = self._pick_removable()
-            if node is None:
+            if have < want:
                 # Nodes added from this thread cannot register signal handlers
                 # (Python allows that only on the main thread); the head's reaper and
                 # close() stop them instead.
                 self._cluster._shutdown_at_exit = False
+                started = time.monotonic()
                 try:
                     added = self._cluster.add_node(wait=True, **self._node_args(name))
                 except Exception:  # noqa: BLE001
                     logger.exception("raydask: could not start worker %s", name)
                     return
+                self.node_start_times.append(time.monotonic() - started)
                 with self._lock:
                     self._nodes.append(added)
             else:
-                self._cluster.remove_node(node)
+                node = self._pick_removable()
+                if node is not None:
+                    self._cluster.remove_node(node)
 
     def _pick_removable(self):
-        busy = self.busy_node_ids() if self.busy_node_ids else set()
-        for node in reversed(self._nodes):
-            if node.node_id not in busy:
-                self._nodes.remove(node)
-                return node
-        return self._nodes.pop()
+        try:
+            used, _ = cluster_load(self._gcs_address)
+        except Exception:  # noqa: BLE001 - no usage known: fall back to the newest
+            used = {}
+        with self._lock:
+            if not self._nodes:
+                return None
+            idle = [n for n in self._nodes if not used.get(n.node_id)]
+            node = (idle or self._nodes)[-1]
+            self._nodes.remove(node)
+            return node
 
-    def wait_for_workers(self, n_workers, timeout=None):
-        """Block until ``n_workers`` Ray nodes are alive.
+    def idle_workers(self, idle_ms=0) -> list[str]:
+        """Node ids of removable workers that have run nothing for ``idle_ms``."""
+        from ray.autoscaler.v2.sdk import get_cluster_status
 
-        Raises:
-            WorkerStartTimeoutError: if ``timeout`` passes first.
-        """
-        from .errors import WorkerStartTimeoutError
-
-        limit = parse_timedelta(timeout)
-        deadline = None if limit is None else time.monotonic() + limit
-        delay = 0.05
-        while True:
-            alive = len(worker_table())
-            if alive >= n_workers:
-                return
-            if deadline is not None and time.monotonic() > deadline:
-                raise WorkerStartTimeoutError(alive, n_workers, timeout)
-            # Ray has no "node joined" callback for drivers; back off between looks.
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        status = get_cluster_status(self._gcs_address)
+        with self._lock:
+            mine = {n.node_id for n in self._nodes}
+        out = []
+        for node in status.idle_nodes:
+            if node.node_id in mine and node.resource_usage and node.resource_usage.idle_time_ms >= idle_ms:
+                out.append(node.node_id)
+        return out
 
     def close(self, timeout=None):
         """Stop every node this cluster started, and disconnect this process from Ray."""
         if self.status in (ClusterStatus.CLOSING, ClusterStatus.CLOSED):
             return
+        self._stop_adaptive()
         self.status = ClusterStatus.CLOSING
         scaler = self._scaler
         if scaler is not None and scaler is not threading.current_thread():
@@ -300,12 +455,20 @@ class LocalCluster(_ClusterBase):
         if ray.is_initialized():
             ray.shutdown()
         self._cluster.shutdown()
+        if self.upload_dir:
+            shutil.rmtree(self.upload_dir, ignore_errors=True)
         self.status = ClusterStatus.CLOSED
         atexit.unregister(self.close)
 
 
 class RayCluster(_ClusterBase):
     """A running Ray cluster that this process joined (``Client(address=...)``).
+
+    Args:
+        address: ``"auto"`` (the one cluster running on this machine), ``"host:port"``
+            of its GCS, or ``"ray://host:port"`` for Ray Client.
+    Raises:
+        ConnectionError: if ``"auto"`` matches no cluster or several.
 
     Closing only disconnects; the cluster keeps running.
     """
@@ -315,30 +478,127 @@ class RayCluster(_ClusterBase):
         self._owns_connection = owns_connection
         self._dashboard_link = None
         if not ray.is_initialized():
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            address = resolve_address(address)
+            kwargs = {}
+            if not address.startswith("ray://"):
+                self.upload_dir = tempfile.mkdtemp(prefix="raydask-upload-")
+                kwargs["job_config"] = _job_config(self.upload_dir)
+            # ray.init prefers RAY_ADDRESS over its argument; make both say the same.
+            saved = os.environ.get("RAY_ADDRESS")
+            os.environ["RAY_ADDRESS"] = address
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, **kwargs)
+            finally:
+                if saved is None:
+                    del os.environ["RAY_ADDRESS"]
+                else:
+                    os.environ["RAY_ADDRESS"] = saved
         self._gcs_address = ray.get_runtime_context().gcs_address
         self.status = ClusterStatus.RUNNING
 
     def scale(self, n=0, memory=None, cores=None):
         """Ask Ray's autoscaler for ``n`` workers' worth of CPUs.
 
-        Where no autoscaler runs (a fixed cluster), the request is recorded and has
-        no effect: Ray adds nodes only through its autoscaler.
+        The request (``ray.autoscaler.sdk.request_resources``) replaces the previous
+        one and stays in force until changed; ``scale(0)`` withdraws it.
+
+        Differences from dask.distributed:
+            Ray adds and removes nodes only through its autoscaler.  On a cluster
+            started by hand (``ray start``) no autoscaler runs: the request is
+            stored by the GCS and nothing else happens, and ``scale`` logs a warning.
+            Nodes are never removed by ``scale``; the autoscaler removes idle ones.
         """
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"scale expects a non-negative number of workers, got {n!r}")
+        _check_count("scale's number of workers", n)
+        self._stop_adaptive()
+        self._set_target(n)
+
+    def _set_target(self, n):
         from ray.autoscaler.sdk import request_resources
 
         table = worker_table()
         per = max((w["nthreads"] for w in table), default=1) or 1
         request_resources(bundles=[{"CPU": per}] * n)
+        if n > len(table) and not self.has_autoscaler():
+            logger.warning("raydask: no Ray autoscaler runs on %s; scale(%d) recorded a resource request "
+                           "that nothing acts on", self._gcs_address, n)
 
-    def wait_for_workers(self, n_workers, timeout=None):
-        return LocalCluster.wait_for_workers(self, n_workers, timeout)
+    def has_autoscaler(self) -> bool:
+        """Whether a Ray autoscaler reports to this cluster's GCS."""
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        try:
+            stats = get_cluster_status(self._gcs_address).stats
+        except Exception:  # noqa: BLE001
+            return False
+        return bool(stats.autoscaler_version)
 
     def close(self, timeout=None):
+        """Disconnect from the cluster (it keeps running)."""
         if self.status is ClusterStatus.CLOSED:
             return
+        self._stop_adaptive()
         if self._owns_connection and ray.is_initialized():
             ray.shutdown()
+        if self.upload_dir:
+            shutil.rmtree(self.upload_dir, ignore_errors=True)
         self.status = ClusterStatus.CLOSED
+
+
+class Adaptive:
+    """Keeps a cluster between ``minimum`` and ``maximum`` workers, following the load.
+
+    Every ``interval`` it reads the GCS' cluster status (what Ray's own
+    autoscaler reads): CPUs wanted by tasks that wait for a slot add nodes at
+    once; nodes idle for ``wait_count`` looks in a row are removed.  Ray offers
+    no "task queued" callback to a driver, so this looks periodically, as
+    Dask's ``Adaptive`` does.
+    """
+
+    def __init__(self, cluster, minimum=0, maximum=math.inf, interval="1s", wait_count=3):
+        if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
+            raise ValueError(f"minimum must be a non-negative integer, got {minimum!r}")
+        if maximum != math.inf and (not isinstance(maximum, int) or isinstance(maximum, bool) or maximum < minimum):
+            raise ValueError(f"maximum must be an integer >= minimum ({minimum!r}), got {maximum!r}")
+        self.minimum = max(minimum, 1)  # the head node stays
+        self.maximum = maximum
+        self.interval = parse_timedelta(interval, "interval")
+        self.wait_count = wait_count
+        self._cluster = weakref.ref(cluster)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="raydask-adapt", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            cluster = self._cluster()
+            if cluster is None or cluster.status is not ClusterStatus.RUNNING:
+                return
+            try:
+                self.step(cluster)
+            except Exception:  # noqa: BLE001 - try again next time
+                logger.exception("raydask: adaptive scaling step failed")
+            del cluster
+
+    def recommendation(self, cluster) -> int:
+        """The number of workers the cluster should have now."""
+        used, demand = cluster_load(cluster._gcs_address)
+        current = cluster.target
+        if demand > 0:
+            per = getattr(cluster, "threads_per_worker", 1) or 1
+            want = current + math.ceil(demand / per)
+        else:
+            idle_ms = int(self.interval * self.wait_count * 1000)
+            idle = cluster.idle_workers(idle_ms) if hasattr(cluster, "idle_workers") else []
+            want = current - len(idle)
+        return int(min(max(want, self.minimum), self.maximum))
+
+    def step(self, cluster) -> None:
+        want = self.recommendation(cluster)
+        if want != cluster.target:
+            cluster._set_target(want)
+
+    def stop(self):
+        """End adaptivity (the workers stay as they are); joins the thread."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)

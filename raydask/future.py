@@ -71,10 +71,13 @@ class FutureState:
         self.refcount = 0
 
     # -- the one place state changes -------------------------------------------------
-    def settle(self, status, record=None, exception=None) -> list:
-        """Record the outcome once; return the waiters to notify (outside the lock)."""
+    def settle(self, status, record=None, exception=None, force=False) -> list:
+        """Record the outcome once; return the waiters to notify (outside the lock).
+
+        ``force`` overrides an earlier outcome (``Client.restart`` cancels finished keys too).
+        """
         with self._lock:
-            if self.status is not Status.PENDING:
+            if self.status is not Status.PENDING and not force:
                 return []
             self.status, self.record, self.exception = status, record, exception
             waiters, self._waiters = self._waiters or [], None

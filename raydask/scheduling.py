@@ -22,7 +22,7 @@ import ray
 from .errors import capture
 from .keys import funcname, typename
 
-__all__ = ["Dispatcher", "pack", "task_options"]
+__all__ = ["Dispatcher", "node_has", "node_resources", "pack", "placement_options", "task_options"]
 
 _ATOMS = frozenset({int, float, str, bytes, bool, complex, type(None)})
 _CONTAINERS = (list, tuple, set, frozenset, dict)
@@ -165,11 +165,15 @@ def make_task_function(func):
     return ray.remote(run)
 
 
-def task_options(resources=None, retries=None, strategy=None) -> dict:
-    """Ray ``.options()`` for Dask's ``resources=`` and ``retries=``.
+def task_options(resources=None, retries=None, placement=None) -> dict:
+    """Ray ``.options()`` for Dask's ``resources=``, ``retries=`` and placement.
 
     ``{"CPU": 2, "GPU": 1, "memory": 1e9, "FOO": 1}`` maps to ``num_cpus``,
-    ``num_gpus``, ``memory`` and custom resources.
+    ``num_gpus``, ``memory`` and custom resources.  ``retries=n`` re-runs a task
+    whose code raised, up to ``n`` times, and also bounds Ray's re-runs after a
+    worker process or node died (Ray's default for those is 3, Dask's
+    ``allowed-failures`` is 3 too).  ``placement`` is what :func:`placement_options`
+    returns.
     """
     opts = {}
     if resources:
@@ -194,8 +198,54 @@ def task_options(resources=None, retries=None, strategy=None) -> dict:
             raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
         opts["max_retries"] = retries
         opts["retry_exceptions"] = retries > 0
-    if strategy is not None:
-        opts["scheduling_strategy"] = strategy
+    if placement:
+        opts.update(placement)
+    return opts
+
+
+def node_resources(worker: dict) -> dict:
+    """A worker row's resources in Dask's spelling (``CPU``, ``memory``, ``GPU``, custom)."""
+    return {"CPU": worker["nthreads"], "memory": worker["memory_limit"], **worker["resources"]}
+
+
+def node_has(worker: dict, resources: dict) -> bool:
+    """Whether the node could ever run a task asking for ``resources`` (its totals suffice)."""
+    have = node_resources(worker)
+    return all(have.get("memory" if k == "MEMORY" else k, 0) >= v for k, v in resources.items())
+
+
+def placement_options(workers, allow_other_workers, table) -> dict:
+    """Ray options keeping a task on ``workers``: addresses, names, node ids or hosts.
+
+    Several workers become a label selector on Ray's ``ray.io/node-id`` node
+    label; ``allow_other_workers=True`` adds a fallback to any node (Ray's soft
+    constraint).
+
+    Raises:
+        TypeError: if ``workers`` is not a worker or a collection of them.
+        ValueError: if none of ``workers`` is a known worker.
+    """
+    if isinstance(workers, (str, int)):
+        workers = [workers]
+    if not isinstance(workers, (list, tuple, set, frozenset)):
+        raise TypeError(f"workers must be a list or set of workers or None, got {workers!r}")
+    matches = {}
+    for w in table:
+        for label in {w["address"], str(w["name"]), w["node_id"], w["host"]}:
+            matches.setdefault(label, []).append(w["node_id"])
+    chosen = []
+    for w in workers:
+        for node_id in matches.get(str(w), ()):
+            if node_id not in chosen:
+                chosen.append(node_id)
+    if not chosen:
+        raise ValueError(
+            f"no worker matches {sorted(map(str, workers))!r}; known workers: "
+            f"{sorted(w['address'] for w in table)!r} (names {sorted(str(w['name']) for w in table)!r})"
+        )
+    opts = {"label_selector": {"ray.io/node-id": f"in({','.join(chosen)})"}}
+    if allow_other_workers:
+        opts["fallback_strategy"] = [{"label_selector": {}}]
     return opts
 
 
@@ -226,3 +276,102 @@ class Dispatcher:
 
     def clear(self):
         self._functions.clear()
+
+
+# -- whole-cluster helpers for the client ------------------------------------------
+def refresh(states) -> None:
+    """Settle every state whose task has ended, with two Ray calls in all."""
+    import ray.exceptions
+
+    from .future import Status, notify
+
+    pending = [st for st in states if st.status is Status.PENDING and st.receipt is not None]
+    if not pending:
+        return
+    ready, _ = ray.wait([st.receipt for st in pending], num_returns=len(pending), timeout=0,
+                        fetch_local=False)
+    done = {r for r in ready}
+    for st in pending:
+        if st.receipt in done:
+            try:
+                value = ray.get(st.receipt)
+            except Exception as exc:  # noqa: BLE001 - the failure is the answer
+                value = exc
+            notify(st.settle_from_receipt(value), st)
+
+
+def _call_on_node(function, args, kwargs):
+    import inspect
+
+    try:
+        wants_worker = "dask_worker" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        wants_worker = False
+    if wants_worker:
+        from .worker import get_worker
+
+        kwargs = dict(kwargs, dask_worker=get_worker())
+    try:
+        return function(*args, **kwargs)
+    except BaseException as exc:
+        raise capture(exc)
+
+
+_call_on_node_remote = None
+
+
+def run_on_nodes(function, args, kwargs, workers, table) -> dict:
+    """Start ``function`` once on each chosen node; ``{address: ref}``.
+
+    Raises:
+        ValueError: if ``workers`` names no known worker.
+    """
+    global _call_on_node_remote
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if workers is not None:
+        wanted = {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
+        table = [w for w in table if {w["address"], str(w["name"]), w["node_id"]} & wanted]
+        if not table:
+            raise ValueError(f"no worker matches {sorted(wanted)!r}")
+    if _call_on_node_remote is None:
+        _call_on_node_remote = ray.remote(_call_on_node)
+    refs = {}
+    for w in table:
+        refs[w["address"]] = _call_on_node_remote.options(
+            num_cpus=0, max_retries=0, name=f"run-{funcname(function)}",
+            scheduling_strategy=NodeAffinitySchedulingStrategy(w["node_id"], soft=False),
+        ).remote(function, args, kwargs)
+    return refs
+
+
+def install_upload(name, data, directory, load):
+    """On a node: write an uploaded file into ``directory`` (unpacking archives), import it."""
+    import importlib
+
+    os.makedirs(directory, exist_ok=True)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    modname, ext = os.path.splitext(name)
+    if ext in (".zip", ".egg", ".whl"):
+        import io
+        import zipfile
+
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            zf.extractall(directory)
+            tops = {n.split("/")[0] for n in zf.namelist()}
+        modules = sorted({os.path.splitext(t)[0] for t in tops if t.endswith(".py") or "." not in t})
+    else:
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, os.path.join(directory, name))  # atomic: nodes share this disk here
+        modules = [modname] if ext == ".py" else []
+    importlib.invalidate_caches()
+    if load:
+        for mod in modules:
+            if mod in sys.modules:
+                importlib.reload(sys.modules[mod])
+            else:
+                importlib.import_module(mod)
+    return modules

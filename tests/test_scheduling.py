@@ -1,0 +1,159 @@
+"""Placement, resources and retries on a real three-node Ray cluster.
+
+Placement is checked by where each task really ran: the task returns the id of
+the Ray node executing it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import ray
+
+from raydask import KilledWorker
+from raydask.scheduling import node_has, placement_options, task_options
+
+pytestmark = pytest.mark.multinode
+
+
+def where(x=None, delay=0.0):
+    time.sleep(delay)
+    return ray.get_runtime_context().get_node_id()
+
+
+def flaky(path, failures):
+    """Fail the first ``failures`` calls (counted in a file), then return the call count."""
+    count = int(open(path).read()) if os.path.exists(path) else 0
+    with open(path, "w") as fh:
+        fh.write(str(count + 1))
+    if count < failures:
+        raise ValueError(f"failure {count}")
+    return count + 1
+
+
+def die(path):
+    count = int(open(path).read()) if os.path.exists(path) else 0
+    with open(path, "w") as fh:
+        fh.write(str(count + 1))
+    os._exit(1)
+
+
+@pytest.fixture
+def workers(multinode_client):
+    info = multinode_client.scheduler_info()["workers"]
+    return sorted(({"address": a, **w} for a, w in info.items()), key=lambda w: str(w["name"]))
+
+
+# -- placement -----------------------------------------------------------------------
+def test_workers_by_address_runs_there(multinode_client, workers):
+    for w in workers:
+        futures = [multinode_client.submit(where, i, workers=[w["address"]], pure=False) for i in range(3)]
+        assert {f.result(timeout=60) for f in futures} == {w["node_id"]}
+
+
+def test_workers_by_name_runs_there(multinode_client, workers):
+    for w in workers:
+        f = multinode_client.submit(where, w["name"], workers=w["name"], pure=False)
+        assert f.result(timeout=60) == w["node_id"]
+
+
+def test_several_workers_keep_tasks_among_them(multinode_client, workers):
+    a, b, c = workers
+    futures = multinode_client.map(where, range(8), delay=0.2, workers=[a["address"], b["name"]], pure=False)
+    ran_on = {f.result(timeout=60) for f in futures}
+    assert ran_on <= {a["node_id"], b["node_id"]}
+    assert c["node_id"] not in ran_on
+
+
+def test_hard_placement_waits_for_a_busy_worker(multinode_client, workers):
+    a = workers[1]
+    blocker = multinode_client.submit(where, "block", delay=2, workers=[a["address"]], pure=False)
+    f = multinode_client.submit(where, "wait", workers=[a["address"]], pure=False)
+    assert f.result(timeout=60) == a["node_id"]
+    assert blocker.done()  # one slot on a: the pinned task could only run after the blocker
+
+
+def test_allow_other_workers_runs_elsewhere_while_the_worker_is_busy(multinode_client, workers):
+    a = workers[2]
+    blocker = multinode_client.submit(where, "block-soft", delay=4, workers=[a["address"]], pure=False)
+    time.sleep(1)  # the blocker holds a's only slot
+    f = multinode_client.submit(where, "soft", workers=[a["address"]], allow_other_workers=True, pure=False)
+    ran_on = f.result(timeout=60)
+    assert not blocker.done()
+    assert ran_on != a["node_id"]
+    assert placement_options([a["address"]], True, [a])["fallback_strategy"] == [{"label_selector": {}}]
+    blocker.result(timeout=60)
+
+
+def test_allow_other_workers_needs_workers(multinode_client):
+    with pytest.raises(ValueError, match="allow_other_workers"):
+        multinode_client.submit(where, 1, allow_other_workers=True)
+
+
+def test_unknown_worker_is_an_error(multinode_client):
+    with pytest.raises(ValueError, match="no worker matches.*'tcp://10.0.0.1:1'"):
+        multinode_client.submit(where, 1, workers=["tcp://10.0.0.1:1"])
+    with pytest.raises(TypeError, match="workers must be"):
+        multinode_client.submit(where, 1, workers=3.5)
+
+
+# -- resources -----------------------------------------------------------------------
+def test_resources_map_to_ray_options():
+    opts = task_options({"CPU": 2, "GPU": 1, "memory": 1e9, "FOO": 1}, None, None)
+    assert opts == {"num_cpus": 2, "num_gpus": 1, "memory": 10**9, "resources": {"FOO": 1}}
+    with pytest.raises(ValueError, match="'FOO': -1"):
+        task_options({"FOO": -1})
+    assert node_has({"nthreads": 2, "memory_limit": 10, "resources": {"FOO": 1}}, {"CPU": 2, "FOO": 1})
+    assert not node_has({"nthreads": 2, "memory_limit": 10, "resources": {}}, {"FOO": 1})
+
+
+@pytest.mark.timeout(30)
+def test_resource_no_worker_has_is_an_error_not_a_hang(multinode_client):
+    with pytest.raises(ValueError, match=r"no worker has the resources \{'FOO': 1\}"):
+        multinode_client.submit(where, 1, resources={"FOO": 1})
+    with pytest.raises(ValueError, match="no worker has the resources"):
+        multinode_client.submit(where, 1, resources={"CPU": 2})  # every node has one CPU
+    with pytest.raises(ValueError, match="no worker has the resources"):
+        multinode_client.map(where, [1, 2], resources={"GPU": 1})
+
+
+def test_cpu_resource_within_a_node_runs(multinode_client):
+    f = multinode_client.submit(where, 2, resources={"CPU": 1}, pure=False)
+    assert f.result(timeout=60)
+
+
+# -- retries -------------------------------------------------------------------------
+def test_retries_rerun_on_exception(multinode_client, tmp_path):
+    path = str(tmp_path / "count")
+    f = multinode_client.submit(flaky, path, 2, retries=2, pure=False)
+    assert f.result(timeout=60) == 3
+    assert open(path).read() == "3"
+
+
+def test_too_few_retries_raise_the_task_error(multinode_client, tmp_path):
+    path = str(tmp_path / "count")
+    f = multinode_client.submit(flaky, path, 2, retries=1, pure=False)
+    with pytest.raises(ValueError, match="failure 1"):
+        f.result(timeout=60)
+    assert open(path).read() == "2"
+
+
+def test_no_retries_by_default_on_exception(multinode_client, tmp_path):
+    path = str(tmp_path / "count")
+    f = multinode_client.submit(flaky, path, 1, pure=False)
+    with pytest.raises(ValueError, match="failure 0"):
+        f.result(timeout=60)
+    assert open(path).read() == "1"
+
+
+@pytest.mark.timeout(90)
+def test_dying_worker_process_ends_as_killed_worker(multinode_client, tmp_path):
+    path = str(tmp_path / "count")
+    f = multinode_client.submit(die, path, retries=1, pure=False)
+    with pytest.raises(KilledWorker) as info:
+        f.result(timeout=80)
+    assert f.key in str(info.value)
+    assert open(path).read() == "2"  # Ray ran it once more after the first crash
+    assert f.status in ("error", "lost")
