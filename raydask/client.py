@@ -698,14 +698,17 @@ def futures_of(obj) -> list:
     return out
 
 
-def _substitute(obj, values, bad):
+def _substitute(obj, values, bad, top=True):
+    """Put values where the futures were.  With ``errors="skip"``, as Dask: a failed
+    future is dropped from a top-level list and becomes None anywhere else."""
     if isinstance(obj, Future):
-        return values[obj.key]
+        return values.get(obj.key)
     if isinstance(obj, dict):
-        return {k: _substitute(v, values, bad) for k, v in obj.items()
-                if not (isinstance(v, Future) and v.key in bad)}
+        return {k: _substitute(v, values, bad, False) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
-        items = [_substitute(v, values, bad) for v in obj if not (isinstance(v, Future) and v.key in bad)]
+        drop = top and isinstance(obj, list)
+        items = [_substitute(v, values, bad, False) for v in obj
+                 if not (drop and isinstance(v, Future) and v.key in bad)]
         if hasattr(obj, "_fields"):
             return type(obj)(*items)
         return type(obj)(items)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
+from concurrent.futures import CancelledError
 
 from .future import Future, Status, notify
 from .keys import parse_timedelta
@@ -124,7 +125,9 @@ class as_completed:
     Args:
         futures: futures to start with.
         with_results: yield ``(future, result)`` pairs.
-        raise_errors: with ``with_results``, raise a failed future's exception.
+        raise_errors: with ``with_results``, raise a failed future's exception;
+            if False, yield ``(future, (type, exception, traceback))`` for it.
+            A cancelled future is yielded with its ``CancelledError`` either way.
         timeout: seconds from construction after which ``next`` raises ``TimeoutError``.
 
     Differences from dask.distributed:
@@ -196,10 +199,12 @@ class as_completed:
             return future
         try:
             return future, future.result()
+        except CancelledError as exc:  # as Dask: yielded, never raised
+            return future, exc
         except Exception as exc:
             if self.raise_errors:
                 raise
-            return future, exc
+            return future, (type(exc), exc, exc.__traceback__)  # Dask yields exc_info
 
     def __next__(self):
         with self.condition:
