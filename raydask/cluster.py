@@ -418,17 +418,19 @@ class LocalCluster(_ClusterBase):
                     self._cluster.remove_node(node)
 
     def _pick_removable(self):
+        """The node to remove next: idle ones first (Ray calls a node idle when it runs
+        nothing and holds no objects), then ones with no task running, newest first."""
         try:
             used, _ = cluster_load(self._gcs_address)
+            idle = set(self.idle_workers())
         except Exception:  # noqa: BLE001 - no usage known: fall back to the newest
-            used = {}
+            used, idle = {}, set()
         with self._lock:
             if not self._nodes:
                 return None
-            idle = [n for n in self._nodes if not used.get(n.node_id)]
-            node = (idle or self._nodes)[-1]
-            self._nodes.remove(node)
-            return node
+            ranked = sorted(range(len(self._nodes)), key=lambda i: (
+                self._nodes[i].node_id not in idle, bool(used.get(self._nodes[i].node_id)), -i))
+            return self._nodes.pop(ranked[0])
 
     def idle_workers(self, idle_ms=0) -> list[str]:
         """Node ids of removable workers that have run nothing for ``idle_ms``."""
