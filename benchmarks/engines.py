@@ -1,0 +1,483 @@
+"""One engine per subprocess: raydask, raw Ray, or dask.distributed.
+
+An engine starts its cluster once, then runs workloads by name as the parent
+asks (:func:`serve`).  raydask and dask.distributed share the Dask-API workload
+code (:class:`DaskAPI`); :class:`RawRay` is the idiomatic Ray equivalent:
+``f.remote`` + ``ray.get``, a ``ray.wait`` loop for ``as_completed``, and
+``ray.cluster_utils.Cluster`` for nodes (raydask's LocalCluster uses the same).
+
+Every workload returns ``{"seconds": ...}`` (the timed part only) and may add
+``"value"`` (a measured quantity that is not a time, e.g. bytes) or
+``"parts"`` (named sub-timings).
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+from . import tasks
+
+OBJECT_STORE = 512 * 2**20  # per node, room for the 100 MB array and its copies
+
+
+def rss() -> int:
+    """Resident set size of this process in bytes, after returning free heap to the OS.
+
+    Without the trim, memory freed by an earlier run is reused and the delta reads ~0.
+    """
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _Engine:
+    def __init__(self):
+        self._counter = itertools.count(1)
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(tasks)
+
+    def fresh(self, n: int) -> int:
+        """A base integer so that no two runs submit equal (deduplicated) calls."""
+        return next(self._counter) * 10_000_000 + n * 0
+
+    @staticmethod
+    def _blocker_path():
+        fd, path = tempfile.mkstemp(prefix="raydask-bench-")
+        os.close(fd)
+        os.remove(path)
+        return path
+
+
+class DaskAPI(_Engine):
+    """raydask or dask.distributed, driven through the same Dask API calls."""
+
+    def __init__(self, kind, nodes=1, cpus=2, dashboard=False):
+        super().__init__()
+        self.kind = kind
+        self.cpus = cpus
+        if kind == "raydask":
+            import raydask as mod
+
+            self.client = mod.Client(n_workers=nodes, threads_per_worker=cpus,
+                                     dashboard_address="127.0.0.1:0" if dashboard else None,
+                                     object_store_memory=OBJECT_STORE)
+        elif kind == "dask":
+            import distributed as mod
+
+            cluster = mod.LocalCluster(n_workers=nodes, threads_per_worker=cpus, processes=True,
+                                       dashboard_address="127.0.0.1:0" if dashboard else None)
+            self.client = mod.Client(cluster)
+        else:
+            raise ValueError(f"unknown Dask-API engine {kind!r}")
+        self.mod = mod
+        self.dashboard_link = getattr(self.client, "dashboard_link", None) if dashboard else None
+
+    def info(self):
+        import dask
+        import ray
+
+        out = {"engine": self.kind, "dashboard": self.dashboard_link}
+        if self.kind == "raydask":
+            import raydask
+
+            out["versions"] = {"raydask": getattr(raydask, "__version__", "?"), "ray": ray.__version__}
+            out["dashboard_module"] = self.client._dashboard is not None
+        else:
+            import distributed
+
+            out["versions"] = {"dask": dask.__version__, "distributed": distributed.__version__}
+        return out
+
+    def _workers(self):
+        return sorted(self.client.scheduler_info()["workers"])
+
+    # -- workloads ----------------------------------------------------------------
+    def submit_rate(self, n):
+        c, base = self.client, self.fresh(n)
+        t0 = time.perf_counter()
+        fs = [c.submit(tasks.inc, base + i) for i in range(n)]
+        t = time.perf_counter() - t0
+        c.gather(fs)
+        return {"seconds": t}
+
+    def throughput(self, n):
+        c, base = self.client, self.fresh(n)
+        t0 = time.perf_counter()
+        fs = [c.submit(tasks.inc, base + i) for i in range(n)]
+        c.gather(fs)
+        return {"seconds": time.perf_counter() - t0}
+
+    def map(self, n):
+        c, base = self.client, self.fresh(n)
+        t0 = time.perf_counter()
+        fs = c.map(tasks.inc, range(base, base + n))
+        c.gather(fs)
+        return {"seconds": time.perf_counter() - t0}
+
+    def round_trip(self, n):
+        c, base = self.client, self.fresh(n)
+        t0 = time.perf_counter()
+        for i in range(n):
+            c.submit(tasks.inc, base + i).result()
+        return {"seconds": time.perf_counter() - t0}
+
+    def chain(self, n):
+        c, base = self.client, self.fresh(n)
+        t0 = time.perf_counter()
+        x = c.submit(tasks.inc, base)
+        for _ in range(n - 1):
+            x = c.submit(tasks.inc, x)
+        x.result()
+        return {"seconds": time.perf_counter() - t0}
+
+    def tree(self, n):
+        c, base = self.client, self.fresh(n)
+        t0 = time.perf_counter()
+        level = c.map(tasks.inc, range(base, base + n))
+        while len(level) > 1:
+            level = [c.submit(tasks.add, level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        level[0].result()
+        return {"seconds": time.perf_counter() - t0}
+
+    def as_completed(self, n):
+        c, base = self.client, self.fresh(n)
+        t0 = time.perf_counter()
+        fs = [c.submit(tasks.inc, base + i) for i in range(n)]
+        for f in self.mod.as_completed(fs):
+            f.result()
+        return {"seconds": time.perf_counter() - t0}
+
+    def scatter_transfer(self, mb):
+        import numpy as np
+
+        c = self.client
+        workers = self._workers()
+        if len(workers) < 2:
+            raise RuntimeError(f"scatter_transfer needs 2 workers, have {workers!r}")
+        arr = np.random.default_rng(self.fresh(0)).random(mb * 2**20 // 8)
+        gc.collect()
+        t0 = time.perf_counter()
+        if self.kind == "dask":  # data on the first worker, the task on the second
+            fut = c.scatter(arr, workers=[workers[0]])
+        else:  # raydask scatters into the driver's node, the head (first) worker
+            fut = c.scatter(arr)
+        t1 = time.perf_counter()
+        n = c.submit(tasks.nbytes_of, fut, workers=[workers[1]]).result()
+        t2 = time.perf_counter()
+        back = c.gather(fut)
+        t3 = time.perf_counter()
+        assert n == arr.nbytes and back.shape == arr.shape
+        return {"seconds": t3 - t0, "parts": {"scatter": t1 - t0, "remote task": t2 - t1, "gather": t3 - t2}}
+
+    def notebook(self, sleep):
+        """The seed notebook (examples/futures.py) minus startup and ``scale(10)``."""
+        c, ac = self.client, self.mod.as_completed
+        inc, double, add = tasks.nb_inc, tasks.nb_double, tasks.nb_add
+        base = self.fresh(0)
+        t0 = time.perf_counter()
+        c.submit(inc, base + 1, sleep).result()
+        x = c.submit(inc, base + 1, sleep)
+        y = c.submit(double, base + 2, sleep)
+        c.submit(add, x, y, sleep).result()
+        zs = []
+        for i in range(256):
+            x = c.submit(inc, base + i, sleep)
+            y = c.submit(double, x, sleep)
+            zs.append(c.submit(add, x, y, sleep))
+        total = c.submit(sum, zs)
+        L = zs
+        while len(L) > 1:
+            L = [c.submit(add, L[i], L[i + 1], sleep) for i in range(0, len(L), 2)]
+        L[0].result(), total.result()
+        zs = c.map(inc, zs, sleep=sleep)
+        seq = ac(zs)
+        while seq.count() > 1:
+            a = next(seq)
+            b = next(seq)
+            seq.add(c.submit(add, a, b, sleep, priority=1))
+        next(seq).result()
+        return {"seconds": time.perf_counter() - t0}
+
+    def memory_10k(self, n):
+        c, base = self.client, self.fresh(n)
+        path = self._blocker_path()
+        gc.collect()
+        before = rss()
+        t0 = time.perf_counter()
+        blocker = c.submit(tasks.wait_for_file, path, pure=False)
+        fs = [c.submit(tasks.inc_after, base + i, blocker) for i in range(n)]
+        t = time.perf_counter() - t0
+        gc.collect()
+        after = rss()
+        open(path, "w").close()
+        try:
+            c.gather(fs)
+        finally:
+            os.remove(path)
+        return {"seconds": t, "value": (after - before) * 10_000 / n}
+
+    def scale_up(self):
+        c = self.client
+        n0 = len(self._workers())
+        t0 = time.perf_counter()
+        c.cluster.scale(n0 + 1)
+        c.wait_for_workers(n0 + 1)
+        t = time.perf_counter() - t0
+        c.cluster.scale(n0)
+        deadline = time.monotonic() + 60
+        while len(self._workers()) > n0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return {"seconds": t}
+
+    def set_nodes(self, n):
+        self.client.cluster.scale(n)
+        self.client.wait_for_workers(n)
+        return {"seconds": 0.0}
+
+    def close(self):
+        cluster = getattr(self.client, "cluster", None)
+        self.client.close()
+        if self.kind == "dask" and cluster is not None:
+            cluster.close()
+
+
+class RawRay(_Engine):
+    """The idiomatic Ray program for each workload, on ``ray.cluster_utils.Cluster``."""
+
+    def __init__(self, kind="ray", nodes=1, cpus=2, dashboard=False):
+        super().__init__()
+        import logging
+
+        import ray
+        from ray.cluster_utils import Cluster
+
+        os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+        self.cpus = cpus
+        self.cluster = Cluster(initialize_head=True, connect=False, head_node_args=dict(
+            num_cpus=cpus, num_gpus=0, object_store_memory=OBJECT_STORE, include_dashboard=False))
+        self.nodes = []
+        for _ in range(nodes - 1):
+            self.nodes.append(self.cluster.add_node(num_cpus=cpus, num_gpus=0, object_store_memory=OBJECT_STORE))
+        ray.init(address=self.cluster.address, log_to_driver=False, logging_level=logging.WARNING)
+        self.cluster.wait_for_nodes()
+        self.ray = ray
+        r = ray.remote
+        self.inc, self.add, self.double, self.total = r(tasks.inc), r(tasks.add), r(tasks.double), r(tasks.total)
+        self.nbytes_of, self.wait_for_file, self.inc_after = r(tasks.nbytes_of), r(tasks.wait_for_file), r(tasks.inc_after)
+        self.nb_inc, self.nb_double, self.nb_add = r(tasks.nb_inc), r(tasks.nb_double), r(tasks.nb_add)
+
+    def info(self):
+        return {"engine": "ray", "versions": {"ray": self.ray.__version__}}
+
+    def submit_rate(self, n):
+        base = self.fresh(n)
+        t0 = time.perf_counter()
+        refs = [self.inc.remote(base + i) for i in range(n)]
+        t = time.perf_counter() - t0
+        self.ray.get(refs)
+        return {"seconds": t}
+
+    def throughput(self, n):
+        base = self.fresh(n)
+        t0 = time.perf_counter()
+        refs = [self.inc.remote(base + i) for i in range(n)]
+        self.ray.get(refs)
+        return {"seconds": time.perf_counter() - t0}
+
+    map = throughput  # Ray has no map: a list comprehension of .remote calls is the idiom
+
+    def round_trip(self, n):
+        base, get = self.fresh(n), self.ray.get
+        t0 = time.perf_counter()
+        for i in range(n):
+            get(self.inc.remote(base + i))
+        return {"seconds": time.perf_counter() - t0}
+
+    def chain(self, n):
+        base = self.fresh(n)
+        t0 = time.perf_counter()
+        x = self.inc.remote(base)
+        for _ in range(n - 1):
+            x = self.inc.remote(x)
+        self.ray.get(x)
+        return {"seconds": time.perf_counter() - t0}
+
+    def tree(self, n):
+        base = self.fresh(n)
+        t0 = time.perf_counter()
+        level = [self.inc.remote(base + i) for i in range(n)]
+        while len(level) > 1:
+            level = [self.add.remote(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        self.ray.get(level[0])
+        return {"seconds": time.perf_counter() - t0}
+
+    def as_completed(self, n):
+        base, ray = self.fresh(n), self.ray
+        t0 = time.perf_counter()
+        pending = [self.inc.remote(base + i) for i in range(n)]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            ray.get(ready[0])
+        return {"seconds": time.perf_counter() - t0}
+
+    def scatter_transfer(self, mb):
+        import numpy as np
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        ray = self.ray
+        here = ray.get_runtime_context().get_node_id()
+        other = next((n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != here), None)
+        if other is None:
+            raise RuntimeError("scatter_transfer needs 2 nodes")
+        arr = np.random.default_rng(self.fresh(0)).random(mb * 2**20 // 8)
+        gc.collect()
+        t0 = time.perf_counter()
+        ref = ray.put(arr)
+        t1 = time.perf_counter()
+        n = ray.get(self.nbytes_of.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(other, soft=False)).remote(ref))
+        t2 = time.perf_counter()
+        back = ray.get(ref)
+        t3 = time.perf_counter()
+        assert n == arr.nbytes and back.shape == arr.shape
+        return {"seconds": t3 - t0, "parts": {"scatter": t1 - t0, "remote task": t2 - t1, "gather": t3 - t2}}
+
+    def notebook(self, sleep):
+        ray, base = self.ray, self.fresh(0)
+        inc, double, add = self.nb_inc, self.nb_double, self.nb_add
+        t0 = time.perf_counter()
+        ray.get(inc.remote(base + 1, sleep))
+        x = inc.remote(base + 1, sleep)
+        y = double.remote(base + 2, sleep)
+        ray.get(add.remote(x, y, sleep))
+        zs = []
+        for i in range(256):
+            x = inc.remote(base + i, sleep)
+            y = double.remote(x, sleep)
+            zs.append(add.remote(x, y, sleep))
+        total = self.total.remote(*zs)
+        L = zs
+        while len(L) > 1:
+            L = [add.remote(L[i], L[i + 1], sleep) for i in range(0, len(L), 2)]
+        ray.get([L[0], total])
+        pending = [inc.remote(z, sleep) for z in zs]
+        done = []
+        count = len(pending)
+        while count > 1:
+            while len(done) < 2:
+                ready, pending = ray.wait(pending, num_returns=1)
+                done.extend(ready)
+            a, b = done.pop(0), done.pop(0)
+            pending.append(add.remote(a, b, sleep))
+            count -= 1
+        ray.get(done + pending)
+        return {"seconds": time.perf_counter() - t0}
+
+    def memory_10k(self, n):
+        base = self.fresh(n)
+        path = self._blocker_path()
+        gc.collect()
+        before = rss()
+        t0 = time.perf_counter()
+        blocker = self.wait_for_file.remote(path)
+        refs = [self.inc_after.remote(base + i, blocker) for i in range(n)]
+        t = time.perf_counter() - t0
+        gc.collect()
+        after = rss()
+        open(path, "w").close()
+        try:
+            self.ray.get(refs)
+        finally:
+            os.remove(path)
+        return {"seconds": t, "value": (after - before) * 10_000 / n}
+
+    def _alive(self):
+        return sum(1 for n in self.ray.nodes() if n["Alive"])
+
+    def scale_up(self):
+        t0 = time.perf_counter()
+        node = self.cluster.add_node(num_cpus=self.cpus, num_gpus=0, object_store_memory=OBJECT_STORE)
+        self.cluster.wait_for_nodes()
+        t = time.perf_counter() - t0
+        self.cluster.remove_node(node)
+        return {"seconds": t}
+
+    def set_nodes(self, n):
+        while 1 + len(self.nodes) < n:
+            self.nodes.append(self.cluster.add_node(num_cpus=self.cpus, num_gpus=0, object_store_memory=OBJECT_STORE))
+        while 1 + len(self.nodes) > n:
+            self.cluster.remove_node(self.nodes.pop())
+        self.cluster.wait_for_nodes()
+        return {"seconds": 0.0}
+
+    def close(self):
+        self.ray.shutdown()
+        self.cluster.shutdown()
+
+
+def make(name, **config):
+    """``raydask``, ``raydask+dashboard``, ``ray`` or ``dask``, started."""
+    if name == "ray":
+        return RawRay(**config)
+    dashboard = name.endswith("+dashboard")
+    return DaskAPI(name.split("+")[0], dashboard=dashboard, **config)
+
+
+def serve(conn, name, config, log_path):
+    """Subprocess main: start the engine, then run workloads the parent names."""
+    log = open(log_path, "a", buffering=1)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    try:
+        engine = make(name, **config)
+        conn.send(("ready", engine.info()))
+    except BaseException:  # noqa: BLE001 - report any failure to the parent
+        conn.send(("error", traceback.format_exc()))
+        return
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            msg = ("close",)
+        if msg[0] == "close":
+            try:
+                engine.close()
+            finally:
+                conn.send(("closed", None))
+            return
+        _, workload, params = msg
+        try:
+            conn.send(("ok", getattr(engine, workload)(**params)))
+        except BaseException:  # noqa: BLE001
+            conn.send(("error", traceback.format_exc()))
+
+
+def startup_main(argv):
+    """``python -m benchmarks.engines NAME``: time a fresh start to the first result."""
+    name = argv[0]
+    config = json.loads(argv[1]) if len(argv) > 1 else {}
+    t0 = time.perf_counter()
+    engine = make(name, **config)
+    engine.round_trip(1)
+    t = time.perf_counter() - t0
+    engine.close()
+    print(json.dumps({"seconds": t}), flush=True)
+
+
+if __name__ == "__main__":
+    startup_main(sys.argv[1:])

@@ -1,0 +1,523 @@
+"""Interleave engines, take medians, print ratios, write RESULTS.md.
+
+Rows are grouped by the cluster they need.  A group's engines live in their own
+subprocesses (:func:`benchmarks.engines.serve`) for the whole group, and each
+repetition runs the workload once on every engine in turn (A B C A B C ...), so
+slow drift of a shared machine falls on all of them alike.  One warm-up run per
+engine (at the quick size) precedes the measured ones and is discarded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOCAL = {"nodes": 1, "cpus": 2}
+TWO_NODES = {"nodes": 2, "cpus": 1}
+
+
+@dataclass
+class Row:
+    """One line of the table: a workload, the engines it runs on, how to read it."""
+
+    id: str
+    workload: str
+    engines: tuple
+    config: dict
+    full: dict
+    quick: dict
+    unit: str
+    higher_is_better: bool
+    to_metric: object  # (result dict, params) -> float
+    targets: dict = field(default_factory=dict)  # {"ray": (op, bound)}: ratio raydask/other
+    reps: int = 3
+    warmup: bool = True
+    about: str = ""
+
+
+def per_second(key):
+    return lambda r, p: p[key] / r["seconds"]
+
+
+def per_call_ms(r, p):
+    return r["seconds"] / p["n"] * 1000
+
+
+def seconds(r, p):
+    return r["seconds"]
+
+
+def megabytes(r, p):
+    return r["value"] / 2**20
+
+
+MAIN = ("raydask", "ray", "dask")
+DASH = ("raydask", "raydask+dashboard")
+FAST = {"ray": (">=", 0.9)}
+
+
+def rows() -> list[Row]:
+    out = [
+        Row("submit_rate", "submit_rate", MAIN, LOCAL, {"n": 2000}, {"n": 200}, "tasks/s", True, per_second("n"),
+            about="submit N no-op tasks (timed), then gather (not timed)"),
+        Row("throughput", "throughput", MAIN, LOCAL, {"n": 2000}, {"n": 200}, "tasks/s", True, per_second("n"),
+            {"ray": (">=", 0.9), "dask": (">=", 3.0)}, about="submit N no-op tasks and gather them"),
+        Row("map", "map", MAIN, LOCAL, {"n": 2000}, {"n": 200}, "tasks/s", True, per_second("n"),
+            about="client.map over N integers, gather (Ray: a list of .remote calls)"),
+        Row("round_trip", "round_trip", MAIN, LOCAL, {"n": 200}, {"n": 20}, "ms/call", False, per_call_ms,
+            {"ray": ("<=", 1.2)}, about="submit(...).result() one at a time"),
+        Row("chain", "chain", MAIN, LOCAL, {"n": 1000}, {"n": 100}, "tasks/s", True, per_second("n"), dict(FAST),
+            about="1,000 tasks, each depending on the previous"),
+        Row("tree", "tree", MAIN, LOCAL, {"n": 1024}, {"n": 64}, "leaves/s", True, per_second("n"), dict(FAST),
+            about="pairwise tree reduction over 1,024 leaves (2,047 tasks)"),
+        Row("as_completed", "as_completed", MAIN, LOCAL, {"n": 2000}, {"n": 200}, "futures/s", True,
+            per_second("n"), {"ray": (">=", 1.0)},
+            about="submit 2,000, take each as it completes and fetch it (Ray: a ray.wait(num_returns=1) loop)"),
+        Row("notebook", "notebook", MAIN, LOCAL, {"sleep": 0.001}, {"sleep": 0.001}, "s", False, seconds,
+            about="the seed notebook's code (examples/futures.py), sleeps up to 1 ms, without startup"),
+        Row("memory_10k", "memory_10k", MAIN, LOCAL, {"n": 10_000}, {"n": 1000}, "MiB per 10k", False, megabytes,
+            reps=2, warmup=False, about="driver RSS growth while 10,000 futures wait behind a blocker"),
+        Row("scale_up", "scale_up", MAIN, LOCAL, {}, {}, "s/node", False, seconds, reps=3, warmup=False,
+            about="add one 2-CPU worker and wait until it is up (then remove it)"),
+        Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
+            about="scatter 100 MB numpy array, a task reading it on the other node, gather it back (2 nodes x 1 CPU)"),
+    ]
+    for name in ("submit_rate", "throughput", "round_trip", "chain", "tree", "as_completed", "notebook"):
+        base = next(r for r in out if r.id == name)
+        op = "<=" if not base.higher_is_better else ">="
+        bound = 1.1 if op == "<=" else 1 / 1.1
+        out.append(Row(f"dashboard/{name}", base.workload, DASH, LOCAL, base.full, base.quick, base.unit,
+                       base.higher_is_better, base.to_metric, {"raydask+dashboard": (op, bound)},
+                       base.reps, base.warmup, "dashboard on vs off: " + base.about))
+    return out
+
+
+SCALING_NODES = (1, 2, 4)
+SCALING = [
+    ("submit_rate", {"n": 2000}, {"n": 200}, "tasks/s", per_second("n")),
+    ("throughput", {"n": 2000}, {"n": 200}, "tasks/s", per_second("n")),
+    ("memory_10k", {"n": 10_000}, {"n": 1000}, "MiB per 10k", megabytes),
+]
+STARTUP_ENGINES = ("raydask", "ray", "dask", "raydask+dashboard")
+
+
+# -- engine subprocesses ---------------------------------------------------------------
+class EngineProcess:
+    """A long-lived subprocess running one engine; ``run`` sends it a workload."""
+
+    def __init__(self, name, config, log_dir, timeout):
+        from . import engines
+
+        self.name, self.config = name, dict(config)
+        self.log = Path(log_dir) / f"{name.replace('+', '-')}-{config['nodes']}x{config['cpus']}.log"
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=engines.serve, args=(child, name, config, str(self.log)),
+                                name=f"bench-{name}", daemon=False)
+        self.proc.start()
+        child.close()
+        self.info = self._reply(timeout, "start")
+
+    def _reply(self, timeout, what):
+        if not self.conn.poll(timeout):
+            self.kill()
+            raise RuntimeError(f"{self.name}: {what} took longer than {timeout} s (log: {self.log})")
+        try:
+            status, payload = self.conn.recv()
+        except EOFError:
+            self.kill()
+            raise RuntimeError(f"{self.name}: process died during {what} (log: {self.log})") from None
+        if status == "error":
+            raise RuntimeError(f"{self.name}: {what} failed:\n{payload}")
+        return payload
+
+    def run(self, workload, params, timeout):
+        self.conn.send(("run", workload, params))
+        return self._reply(timeout, workload)
+
+    def close(self, timeout=60):
+        if self.proc.is_alive():
+            try:
+                self.conn.send(("close",))
+                self.conn.poll(timeout) and self.conn.recv()
+            except (OSError, EOFError):
+                pass
+        self.proc.join(10)
+        self.kill()
+
+    def kill(self):
+        if self.proc.is_alive():
+            self.proc.terminate()  # Ray's SIGTERM handler stops the nodes it started
+            self.proc.join(20)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+
+
+class Pool:
+    """Engine subprocesses kept across groups with the same cluster shape."""
+
+    def __init__(self, log_dir, timeout):
+        self.log_dir, self.timeout = log_dir, timeout
+        self.live: dict = {}
+        self.infos: dict = {}
+
+    def only(self, wanted):
+        """Keep the engines in ``wanted`` ((name, config) pairs), closing the others first."""
+        keys = {(n, tuple(sorted(c.items()))) for n, c in wanted}
+        for k in [k for k in self.live if k not in keys]:
+            self.live.pop(k).close()
+        out = {}
+        for name, config in wanted:
+            k = (name, tuple(sorted(config.items())))
+            if k not in self.live:
+                say(f"  starting {name} ({config['nodes']} node(s) x {config['cpus']} CPU)")
+                try:
+                    self.live[k] = EngineProcess(name, config, self.log_dir, self.timeout)
+                    self.infos[name] = self.live[k].info
+                except Exception as exc:  # noqa: BLE001 - an engine that cannot start is reported, not fatal
+                    say(f"  ! {exc}")
+                    continue
+            out[name] = self.live[k]
+        return out
+
+    def drop(self, name):
+        for k in [k for k in self.live if k[0] == name]:
+            self.live.pop(k).kill()
+
+    def close(self):
+        for p in self.live.values():
+            p.close()
+        self.live.clear()
+
+
+def say(msg):
+    print(msg, flush=True)
+
+
+# -- measuring ---------------------------------------------------------------------------
+@dataclass
+class Result:
+    row: Row
+    samples: dict  # engine -> [metric]
+    parts: dict  # engine -> {part: [seconds]}
+    errors: dict  # engine -> message
+
+    def median(self, engine):
+        s = self.samples.get(engine)
+        return statistics.median(s) if s else None
+
+    def ratio(self, other):
+        a, b = self.median(self.row.engines[0]), self.median(other)
+        return a / b if a and b else None
+
+
+def measure(row, procs, quick, reps, timeout, pool):
+    params = row.quick if quick else row.full
+    samples = {e: [] for e in row.engines}
+    parts = {e: {} for e in row.engines}
+    errors = {}
+    alive = [e for e in row.engines if e in procs]
+    for e in row.engines:
+        if e not in procs:
+            errors[e] = "engine did not start"
+    if row.warmup:
+        for e in list(alive):
+            try:
+                procs[e].run(row.workload, row.quick, timeout)
+            except Exception as exc:  # noqa: BLE001
+                errors[e] = str(exc).splitlines()[-1]
+                say(f"  ! {row.id} warm-up on {e}: {exc}")
+                alive.remove(e)
+                pool.drop(e) if "took longer" in str(exc) or "died" in str(exc) else None
+    for _ in range(reps):
+        for e in list(alive):  # A B C A B C ...
+            try:
+                r = procs[e].run(row.workload, params, timeout)
+            except Exception as exc:  # noqa: BLE001
+                errors[e] = str(exc).splitlines()[-1]
+                say(f"  ! {row.id} on {e}: {exc}")
+                alive.remove(e)
+                pool.drop(e) if "took longer" in str(exc) or "died" in str(exc) else None
+                continue
+            samples[e].append(row.to_metric(r, params))
+            for k, v in r.get("parts", {}).items():
+                parts[e].setdefault(k, []).append(v)
+    return Result(row, samples, parts, errors)
+
+
+def fmt(x):
+    if x is None:
+        return "—"
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def verdict(ratio, target):
+    if ratio is None or target is None:
+        return ""
+    op, bound = target
+    ok = ratio >= bound if op == ">=" else ratio <= bound
+    return f"{'✅' if ok else '❌'} {op} {bound:.2f}"
+
+
+def summary_line(res):
+    row = res.row
+    absolute = " | ".join(f"{e} {fmt(res.median(e))}" for e in row.engines)
+    ratios = ", ".join(f"vs {e} {fmt(res.ratio(e))} {verdict(res.ratio(e), row.targets.get(e))}".rstrip()
+                       for e in row.engines[1:])
+    return f"{row.id:<26} {row.unit:<12} {absolute} | ratio {row.engines[0]} {ratios}"
+
+
+def run_startup(engines, quick, reps, timeout):
+    """Each repetition starts a fresh process per engine (Ray: one cluster per process)."""
+    samples = {e: [] for e in engines}
+    errors = {}
+    for _ in range(reps):
+        for e in engines:
+            try:
+                out = subprocess.run([sys.executable, "-m", "benchmarks.engines", e, json.dumps(LOCAL)],
+                                     cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+                line = [x for x in out.stdout.splitlines() if x.startswith("{")]
+                if out.returncode or not line:
+                    raise RuntimeError(f"exit {out.returncode}: {out.stderr.strip().splitlines()[-1:]}")
+                samples[e].append(json.loads(line[-1])["seconds"])
+            except Exception as exc:  # noqa: BLE001
+                errors[e] = str(exc)
+    row = Row("startup", "startup", tuple(engines), LOCAL, {}, {}, "s", False, seconds,
+              about="fresh process: start the cluster (1 node x 2 CPUs) and get one result")
+    return Result(row, samples, {}, errors)
+
+
+def run_scaling(pool, quick, timeout, results):
+    """submit rate, throughput and driver memory on 1, 2 and 4 nodes of 2 CPUs."""
+    procs = pool.only([(e, LOCAL) for e in ("raydask", "ray")])
+    engines = tuple(e for e in ("raydask", "ray"))
+    for nodes in SCALING_NODES:
+        say(f"  scaling: {nodes} node(s)")
+        for e in list(procs):
+            try:
+                procs[e].run("set_nodes", {"n": nodes}, timeout)
+            except Exception as exc:  # noqa: BLE001
+                say(f"  ! {e} set_nodes({nodes}): {exc}")
+                procs.pop(e)
+        for name, full, small, unit, metric in SCALING:
+            row = Row(f"scaling/{name}@{nodes}", name, engines, LOCAL, full, small, unit,
+                      unit != "MiB per 10k", metric, reps=1 if "memory" in name else 2,
+                      warmup=nodes == 1 and "memory" not in name,
+                      about=f"{name} on {nodes} node(s) x 2 CPUs")
+            res = measure(row, procs, quick, row.reps, timeout, pool)
+            results.append(res)
+            say(summary_line(res))
+    for e in procs:  # leave them as the local group expects
+        try:
+            procs[e].run("set_nodes", {"n": 1}, timeout)
+        except Exception:  # noqa: BLE001
+            pool.drop(e)
+
+
+# -- the report --------------------------------------------------------------------------
+def machine() -> dict:
+    model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu": model, "memory": mem,
+            "python": platform.python_version(), "os": platform.platform(),
+            "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+
+
+def report(results, infos, meta, path):
+    m = meta["machine"]
+    versions = {}
+    for info in infos.values():
+        versions.update(info.get("versions", {}))
+    lines = [
+        "# raydask benchmarks",
+        "",
+        f"Generated by `{meta['command']}` on {meta['date']} in {meta['duration']:.0f} s"
+        + (" (**--quick**: tiny sizes, one repetition; not for reading)" if meta["quick"] else "") + ".",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} memory, {m['os']}, Python {m['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+        + f". Load average at start {meta['load_start']}, at end {m['load']}.",
+        "",
+        "Each engine ran in its own long-lived process; repetitions were interleaved (A B C A B C ...), "
+        "after one discarded warm-up; values are medians. **Ratio** = raydask's median ÷ the other "
+        "engine's median in the row's unit, so for tasks/s higher is better and for s, ms or MiB lower is better. "
+        "Raw Ray is the idiomatic program (`f.remote` + `ray.get`, a `ray.wait` loop for as_completed) on "
+        "`ray.cluster_utils.Cluster`; dask.distributed is a `LocalCluster` with the same CPUs "
+        "(1 worker x 2 threads; 2 workers x 1 thread for the transfer).",
+        "",
+    ]
+    dash_info = infos.get("raydask+dashboard")
+    if dash_info is not None and not dash_info.get("dashboard_module"):
+        lines += ["Note: raydask's dashboard server module was not present in this run, so "
+                  "`dashboard_address=` turned on only the event log that feeds it.", ""]
+    lines += ["## Ratios", "",
+              "| workload | unit | raydask ÷ Ray | target | raydask ÷ dask | target |",
+              "|---|---|---|---|---|---|"]
+    main = [r for r in results if not r.row.id.startswith(("dashboard/", "scaling/"))]
+    for res in main:
+        row = res.row
+        cells = []
+        for other in ("ray", "dask"):
+            if other in row.engines:
+                cells += [fmt(res.ratio(other)), verdict(res.ratio(other), row.targets.get(other))]
+            else:
+                cells += ["—", ""]
+        lines.append(f"| {row.id} | {row.unit} | " + " | ".join(cells) + " |")
+    dash = [r for r in results if r.row.id.startswith("dashboard/")]
+    if dash:
+        lines += ["", "### Dashboard on vs off (raydask)", "",
+                  "| workload | unit | off | on | off ÷ on | target (≤ 10% slower) |", "|---|---|---|---|---|---|"]
+        for res in dash:
+            off, on = res.median("raydask"), res.median("raydask+dashboard")
+            ratio = res.ratio("raydask+dashboard")
+            lines.append(f"| {res.row.id.split('/', 1)[1]} | {res.row.unit} | {fmt(off)} | {fmt(on)} | {fmt(ratio)} | "
+                         f"{verdict(ratio, res.row.targets.get('raydask+dashboard'))} |")
+    lines += ["", "## Absolute numbers (median, min–max over repetitions)", "",
+              "| workload | unit | raydask | Ray | dask.distributed | what |", "|---|---|---|---|---|---|"]
+
+    def cell(res, e):
+        s = res.samples.get(e) or []
+        if not s:
+            return f"failed: {res.errors.get(e, '')[:80]}" if e in res.row.engines else "—"
+        return f"{fmt(statistics.median(s))} ({fmt(min(s))}–{fmt(max(s))}, n={len(s)})" if len(s) > 1 else fmt(s[0])
+
+    for res in main:
+        lines.append(f"| {res.row.id} | {res.row.unit} | {cell(res, 'raydask')} | {cell(res, 'ray')} | "
+                     f"{cell(res, 'dask')} | {res.row.about} |")
+    parts = [(res, e) for res in main for e in res.row.engines if res.parts.get(e)]
+    if parts:
+        lines += ["", "Transfer phases (median seconds): " + "; ".join(
+            f"{e}: " + ", ".join(f"{k} {fmt(statistics.median(v))}" for k, v in res.parts[e].items())
+            for res, e in parts) + "."]
+    scaling = [r for r in results if r.row.id.startswith("scaling/")]
+    if scaling:
+        lines += ["", "## Scaling: 1, 2, 4 local nodes of 2 logical CPUs each (raydask vs raw Ray)", "",
+                  "The nodes share this machine's CPUs, so more nodes add raylets and worker processes, "
+                  "not compute: the curves show what grows with the cluster on the client side.", "",
+                  "| workload | nodes | unit | raydask | Ray | raydask ÷ Ray |", "|---|---|---|---|---|---|"]
+        for res in scaling:
+            name, nodes = res.row.id.split("/", 1)[1].split("@")
+            lines.append(f"| {name} | {nodes} | {res.row.unit} | {cell(res, 'raydask')} | {cell(res, 'ray')} | "
+                         f"{fmt(res.ratio('ray'))} |")
+    analysis = HERE / "analysis.md"
+    if analysis.exists():
+        lines += ["", analysis.read_text().rstrip()]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+# -- entry point ---------------------------------------------------------------------------
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: a smoke run")
+    parser.add_argument("--only", action="append", default=[],
+                        help="workload ids or groups (comma-separated; repeatable): e.g. throughput,chain, "
+                             "dashboard, dashboard/round_trip, scatter_transfer, startup, scaling")
+    parser.add_argument("--engines", default="", help="restrict to these engines, e.g. raydask,ray")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per engine (default 3, quick 1)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds allowed for one run of one workload")
+    parser.add_argument("--output", default=str(HERE / "RESULTS.md"), help="where to write the Markdown table")
+    parser.add_argument("--list", action="store_true", help="list workload ids and exit")
+    args = parser.parse_args(argv)
+
+    all_rows = rows()
+    if args.list:
+        for r in all_rows:
+            say(f"{r.id:<26} {r.about}")
+        say(f"{'startup':<26} fresh process to first result, per engine")
+        say(f"{'scaling':<26} submit rate, throughput, memory on 1, 2, 4 nodes (raydask, ray)")
+        return 0
+    only = {x.strip() for o in args.only for x in o.split(",") if x.strip()}
+    engines_filter = {x.strip() for x in args.engines.split(",") if x.strip()}
+    known = {r.id for r in all_rows} | {"startup", "scaling", "dashboard"}
+    unknown = only - known
+    if unknown:
+        parser.error(f"unknown workload(s) {sorted(unknown)!r}; see --list")
+
+    def wanted(rid):
+        return not only or rid in only or rid.split("/", 1)[0] in only
+
+    def keep_engines(engines):
+        return tuple(e for e in engines if not engines_filter or e in engines_filter)
+
+    reps_default = args.reps or (1 if args.quick else 3)
+    t_start = time.time()
+    meta = {"command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": args.quick,
+            "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    say(f"# {meta['command']}  ({meta['date']}, load {meta['load_start']})")
+    log_dir = tempfile.mkdtemp(prefix="raydask-bench-logs-")
+    say(f"# engine logs: {log_dir}")
+    pool = Pool(log_dir, args.timeout)
+    results = []
+    try:
+        # local rows first, then scaling (same engines), dashboard, two nodes, startup
+        selected = [r for r in all_rows if wanted(r.id)]
+        order = ([r for r in selected if r.config == LOCAL and not r.id.startswith("dashboard/")]
+                 + [None]  # scaling goes here, reusing the local raydask and Ray engines
+                 + [r for r in selected if r.id.startswith("dashboard/")]
+                 + [r for r in selected if r.config == TWO_NODES])
+        for row in order:
+            if row is None:
+                if wanted("scaling") and len(keep_engines(("raydask", "ray"))) == 2:
+                    say("== scaling")
+                    run_scaling(pool, args.quick, args.timeout, results)
+                continue
+            row.engines = keep_engines(row.engines)
+            if len(row.engines) < 1 or (row.id.startswith("dashboard/") and len(row.engines) < 2):
+                continue
+            procs = pool.only([(e, row.config) for e in row.engines])
+            reps = min(reps_default, row.reps) if args.reps is None else args.reps
+            say(f"== {row.id}: {row.about}")
+            res = measure(row, procs, args.quick, reps, args.timeout, pool)
+            results.append(res)
+            say(summary_line(res))
+        pool.close()
+        if wanted("startup") and (not only or "startup" in only):
+            engines = keep_engines(STARTUP_ENGINES)
+            if engines:
+                say("== startup: fresh process to first result")
+                res = run_startup(engines, args.quick, reps_default, args.timeout)
+                results.append(res)
+                say(summary_line(res))
+    finally:
+        pool.close()
+    meta["duration"] = time.time() - t_start
+    meta["machine"] = machine()
+    report(results, pool.infos, meta, args.output)
+    say(f"# wrote {args.output} in {meta['duration']:.0f} s")
+    failed = [f"{r.row.id}/{e}" for r in results for e in r.errors]
+    if failed:
+        say(f"# failures: {', '.join(failed)}")
+    return 1 if failed else 0

@@ -1,0 +1,60 @@
+"""The task functions every engine runs.
+
+They are pickled *by value* (``cloudpickle.register_pickle_by_value``), so Ray's
+and Dask's worker processes need not import this package.
+"""
+
+import os
+import random
+import time
+
+
+def inc(x):
+    return x + 1
+
+
+def add(x, y):
+    return x + y
+
+
+def double(x):
+    return 2 * x
+
+
+def total(*xs):
+    return sum(xs)
+
+
+def nbytes_of(a):
+    return int(a.nbytes)
+
+
+def wait_for_file(path, limit=600.0):
+    """Block until ``path`` exists: the blocker that keeps dependents pending."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return 0
+
+
+def inc_after(x, blocker):
+    return x + 1
+
+
+# The seed notebook's functions, with the sleep scaled by SLEEP.
+SLEEP = 0.001
+
+
+def nb_inc(x, sleep=SLEEP):
+    time.sleep(random.random() * sleep)
+    return x + 1
+
+
+def nb_double(x, sleep=SLEEP):
+    time.sleep(random.random() * sleep)
+    return 2 * x
+
+
+def nb_add(x, y, sleep=SLEEP):
+    time.sleep(random.random() * sleep)
+    return x + y

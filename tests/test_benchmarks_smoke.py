@@ -1,0 +1,32 @@
+"""The benchmark harness runs end to end (tiny sizes); its numbers are never asserted."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(300)
+def test_quick_submit_rate_prints_a_ratio(tmp_path, no_client):
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "submit_rate", "--engines", "raydask,ray",
+         "--output", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ratio_lines = [line for line in proc.stdout.splitlines() if line.startswith("submit_rate") and "ratio raydask vs ray" in line]
+    assert ratio_lines, proc.stdout
+    table = out.read_text()
+    assert "| submit_rate | tasks/s |" in table
+    assert "Machine: " in table
+
+
+def test_unknown_workload_is_rejected():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "no_such_workload"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "no_such_workload" in proc.stderr
