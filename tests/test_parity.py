@@ -152,6 +152,12 @@ def impl(request):
     return _namespace("raydask", raydask, request.getfixturevalue("client"))
 
 
+# -- the client ------------------------------------------------------------------------
+def test_client_repr(impl):
+    assert re.fullmatch(r"<Client: '[^']+' processes=1 threads=2, memory=[0-9.]+ [kMGTP]i?B>", repr(impl.client))
+    assert impl.client.status == "running"
+
+
 # -- keys and dedup -----------------------------------------------------------------
 def test_pure_key_is_funcname_and_32_hex_token(impl):
     f = impl.client.submit(inc, 1)
@@ -561,7 +567,9 @@ def test_cancel_a_running_future(impl):
     assert repr(f) == f"<Future: cancelled, key: {f.key}>"
     with pytest.raises(CancelledError) as info:
         f.result()
-    assert f.key in str(info.value)
+    # Difference: raydask names the reason "cancelled" where Dask says "unknown".
+    reason = "cancelled" if impl.name == "raydask" else "unknown"
+    assert str(info.value) == f"{f.key} cancelled for reason: {reason}."
 
 
 def test_client_cancel_many_and_gather(impl):
@@ -659,3 +667,52 @@ def test_workers_argument_places_on_a_known_worker(impl):
 def test_scheduler_info_counts_threads(impl):
     info = impl.client.scheduler_info()
     assert sum(w["nthreads"] for w in info["workers"].values()) == 2
+
+
+def stamp(delay):
+    """When the task started (wall clock: comparable across Ray's worker processes)."""
+    started = time.time()
+    time.sleep(delay)
+    return started
+
+
+@pytest.mark.timeout(60)
+def test_higher_priority_runs_first_when_slots_free(request, impl):
+    if impl.name == "raydask":
+        # Ray has no task priorities (ray-project/ray#52865); raydask accepts and records
+        # priority= but does not order the queue by it yet.  strict: an XPASS means it landed.
+        request.applymarker(pytest.mark.xfail(reason="priorities are not yet honoured by raydask", strict=True))
+    c = impl.client
+    blockers = [c.submit(stamp, 0.6, pure=False) for _ in range(2)]  # take both threads
+    low = [c.submit(stamp, 0.05, pure=False, priority=0) for _ in range(8)]
+    high = c.submit(stamp, 0.05, pure=False, priority=10)
+    c.gather(blockers)
+    high_start = high.result()
+    # Dask already hands a few queued tasks to the worker (about 2 here, by its
+    # worker-saturation rule) before it sees the higher priority; the rest wait behind it.
+    assert sum(s > high_start for s in c.gather(low)) >= 4
+
+
+def where_am_i(module):
+    return importlib.import_module(module).get_worker().address
+
+
+@pytest.mark.timeout(180)
+def test_scale_place_and_scale_down(impl):
+    """``cluster.scale`` adds a worker (raydask: a Ray node); ``workers=`` places on it."""
+    c = impl.client
+    c.cluster.scale(2)
+    c.wait_for_workers(2, timeout=120)
+    try:
+        info = c.scheduler_info()["workers"]
+        assert len(info) == 2
+        assert sum(w["nthreads"] for w in info.values()) == 4
+        for address in info:
+            f = c.submit(where_am_i, impl.module, workers=[address], pure=False)
+            assert f.result(timeout=60) == address
+    finally:
+        c.cluster.scale(1)
+        deadline = time.monotonic() + 60
+        while len(c.scheduler_info()["workers"]) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)  # neither implementation has a "worker left" callback for clients
+    assert len(c.scheduler_info()["workers"]) == 1
