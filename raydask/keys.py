@@ -19,6 +19,7 @@ import cloudpickle
 __all__ = ["funcname", "key_split", "tokenize", "typename", "format_bytes"]
 
 _ATOMS = (int, float, str, bytes, bool, complex, type(None))
+_FunctionType = type(lambda: None)
 
 
 def _normalize(obj, depth=0):
@@ -26,6 +27,10 @@ def _normalize(obj, depth=0):
     t = type(obj)
     if t in _ATOMS:
         return obj
+    if t is _FunctionType:  # the common first argument of a submit: skip the probing below
+        return ("callable", obj.__module__, obj.__qualname__, id(obj))
+    if t is dict and not obj:  # submit's kwargs, usually empty
+        return ("dict", ())
     if depth > 50:
         return _pickled(obj)
     if t in (list, tuple):
