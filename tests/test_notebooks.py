@@ -94,6 +94,7 @@ def test_seed_notebook(no_client, kernel_name):
     nb = run("futures.ipynb", kernel_name, extra_cells=[
         "last = next(seq).result()\nprint('as_completed sum:', last)",
         "assert seq.is_empty()",
+        "import sys\nprint(sys.executable)",
         "client.close()",
     ])
     cells = code_cells(nb)
@@ -106,7 +107,8 @@ def test_seed_notebook(no_client, kernel_name):
     assert re.fullmatch(FUTURE_REPR.format(prefix="add"), text(cell_with(nb, "z = client.submit(add, x, y)\nz")).strip())
     assert text(cell_with(nb, "z.result()")).strip() == "6"
     assert "Wall time" in text(next(c for c in cells if c.source.startswith("%%time")))
-    assert f"as_completed sum: {expected}" in text(cells[-3])
+    assert f"as_completed sum: {expected}" in text(cells[-4])
+    assert text(cells[-2]).strip() == sys.executable  # the kernel is this virtualenv's Python
 
 
 @pytest.mark.timeout(300)

@@ -96,6 +96,17 @@ def spawn_and_gather(module, n):
     return sum(client.gather(futures))
 
 
+class Box:
+    """An object Dask does not look into: a Future inside it travels as a Future."""
+
+    def __init__(self, future):
+        self.future = future
+
+
+def open_box(box):
+    return box.future.result() + 1
+
+
 def spawn_seceding(module, n):
     """As :func:`spawn_and_gather`, giving the thread back while blocked (Dask's idiom)."""
     mod = importlib.import_module(module)
@@ -144,9 +155,10 @@ def _namespace(name, module, client):
 def impl(request):
     """The implementation under test: a namespace of its API and a running client."""
     if request.param == "distributed":
+        client = request.getfixturevalue("distributed_client")  # skips without distributed
         import distributed
 
-        return _namespace("distributed", distributed, request.getfixturevalue("distributed_client"))
+        return _namespace("distributed", distributed, client)
     import raydask
 
     return _namespace("raydask", raydask, request.getfixturevalue("client"))
@@ -244,6 +256,20 @@ def test_futures_in_kwargs_and_list_argument(impl):
     assert c.submit(total, 1, a=x, b=y).result() == 6
     zs = c.map(inc, range(5))
     assert c.submit(sum, zs).result() == 15  # the seed notebook's `client.submit(sum, zs)`
+
+
+def test_future_pickled_inside_an_object_works_in_the_task(impl):
+    c = impl.client
+    x = c.submit(inc, 41)
+    impl.wait([x])
+    f = c.submit(open_box, Box(x), pure=False)
+    if impl.name == "distributed":
+        # Difference: Dask 2026.8 cannot rebuild such a Future in the task; raydask's
+        # Future carries its Ray refs and works anywhere in the cluster.
+        with pytest.raises(RuntimeError, match="not properly initialized"):
+            f.result(timeout=30)
+    else:
+        assert f.result(timeout=30) == 43
 
 
 def test_chained_dependencies(impl):
