@@ -13,10 +13,18 @@ RD.stateColors = {
 RD.palette = ["#440154", "#482475", "#414487", "#355f8d", "#2a788e", "#21918c",
               "#22a884", "#44bf70", "#7ad151", "#bddf26", "#fde725"];
 
+// Key prefixes get palette colours in the order they are first seen (the server
+// lists prefixes in submission order), spread so neighbours differ; Dask hashes
+// instead, which often gives two prefixes the same colour.
+RD.paletteOrder = [2, 7, 4, 9, 0, 5, 10, 3, 8, 1, 6];
+RD.prefixColors = new Map();
+
 RD.prefixColor = function (prefix) {
-  let h = 0;
-  for (let i = 0; i < prefix.length; i++) h = (h * 31 + prefix.charCodeAt(i)) >>> 0;
-  return RD.palette[h % RD.palette.length];
+  if (!RD.prefixColors.has(prefix)) {
+    const n = RD.prefixColors.size;
+    RD.prefixColors.set(prefix, RD.palette[RD.paletteOrder[n % RD.paletteOrder.length]]);
+  }
+  return RD.prefixColors.get(prefix);
 };
 
 RD.formatBytes = function (n) {
@@ -54,7 +62,8 @@ RD.nav = function (active) {
   document.body.insertBefore(nav, document.body.firstChild);
 };
 
-// Run `step` now and again `interval` ms after each run finishes (no overlapping requests).
+// Run `step` now and again `interval` ms after each run finishes (no overlapping
+// requests); the returned promise settles after the first run.
 RD.poll = function (step, interval) {
   async function loop() {
     try {
@@ -65,7 +74,7 @@ RD.poll = function (step, interval) {
     }
     setTimeout(loop, interval);
   }
-  loop();
+  return loop();
 };
 
 RD.plotConfig = { displaylogo: false, responsive: true };

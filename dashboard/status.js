@@ -84,7 +84,7 @@ function renderProgress(reply) {
       '<div style="left:0;width:' + pct(done) + ';background:' + RD.prefixColor(p.prefix) + '"></div>' +
       '<div class="erred" style="left:' + pct(done) + ';width:' + pct(erred) + '"></div>' +
       '<div class="processing" style="left:' + pct(done + erred) + ';width:' + pct(processing) + '"></div>' +
-      '<div class="label" style="color:' + (done / Math.max(p.total, 1) > 0.05 ? "#fff" : "#111") + '">' +
+      '<div class="label">' +
       RD.escape(p.prefix) + "</div>" +
       '<div class="count">' + done + " / " + p.total + (erred ? " (" + erred + " erred)" : "") + "</div></div>";
   });
@@ -109,5 +109,5 @@ async function updateSide() {
   document.getElementById("info").textContent = workers.workers.length + " workers";
 }
 
-RD.poll(updateStream, 500);
-RD.poll(updateSide, 1000);
+// Progress first: it lists prefixes in submission order, which fixes their colours.
+RD.poll(updateSide, 1000).then(function () { RD.poll(updateStream, 500); });

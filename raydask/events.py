@@ -44,6 +44,7 @@ class TaskEvent:
     seq: int = 0  # cursor value of the latest change
     waiting_on: int = 0  # dependencies not yet in memory
     created: int = 0  # cursor value when the key was first submitted (its edges are new then)
+    dropped: bool = False  # the client let go of it before it finished (it still runs)
 
 
 class EventLog:
@@ -53,6 +54,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskEvent] = {}
         self._dependents: dict[str, list[str]] = {}
+        self._pending: dict[str, object] = {}  # key -> receipt handle, until finished
         self._seq = 0
         self.max_tasks = max_tasks
         self.started = time.time()
@@ -65,10 +67,18 @@ class EventLog:
         self._seq += 1
         ev.seq = self._seq
 
-    def submitted(self, key: str, deps: tuple, priority: int = 0) -> None:
+    def submitted(self, key: str, deps: tuple, priority: int = 0, receipt=None) -> None:
+        """Record a new key.
+
+        ``receipt`` is an opaque handle on the task's receipt (its Ray ref); the
+        dashboard collects finished receipts in batches (:meth:`pending`), so
+        submitting costs no per-task completion callback.
+        """
         with self._lock:
             if key in self._tasks:
                 return
+            if receipt is not None:
+                self._pending[key] = receipt
             ev = TaskEvent(key, key_split(key), deps, time.time(), priority=priority)
             for d in deps:
                 dep = self._tasks.get(d)
@@ -85,16 +95,17 @@ class EventLog:
     def finished(self, key: str, record: TaskRecord | None, error: BaseException | None = None,
                  state: str | None = None) -> None:
         with self._lock:
+            self._pending.pop(key, None)
             ev = self._tasks.get(key)
-            if ev is None:
-                return
+            if ev is None or ev.record is not None or ev.state in ("erred", "cancelled"):
+                return  # unknown, or already told (by the client and by a collector)
             ev.record = record
             if state is not None:
                 ev.state = state
             elif error is not None:
                 ev.state, ev.error = "erred", f"{type(error).__name__}: {error}"
             else:
-                ev.state = "memory"
+                ev.state = "released" if ev.dropped else "memory"
             self._touch(ev)
             for other_key in self._dependents.pop(key, ()):
                 # dependents whose inputs are now all done become runnable
@@ -106,16 +117,35 @@ class EventLog:
                         self._touch(other)
 
     def released(self, key: str) -> None:
+        """The client dropped its last future of ``key``.
+
+        A task still waiting or running is not stopped by that (Ray runs it, and
+        Dask computes it for its dependents): it stays waiting/processing and
+        becomes "released" instead of "memory" when it finishes.
+        """
         with self._lock:
             ev = self._tasks.get(key)
-            if ev is not None and ev.state in ("memory", "waiting", "processing"):
+            if ev is None:
+                return
+            if ev.state == "memory":
                 ev.state = "released"
                 self._touch(ev)
+            elif ev.state in ("waiting", "processing"):
+                ev.dropped = True
 
     def _evict(self) -> None:
         # forget the oldest released/finished keys first
         for key in [k for k, e in self._tasks.items() if e.state == "released"][: len(self._tasks) - self.max_tasks]:
             del self._tasks[key]
+            self._pending.pop(key, None)
+
+    def pending(self, limit: int | None = None) -> list[tuple[str, object]]:
+        """``(key, receipt)`` of submitted tasks not known to have finished, oldest first."""
+        with self._lock:
+            items = iter(self._pending.items())
+            if limit is None:
+                return list(items)
+            return [item for _, item in zip(range(limit), items)]
 
     def snapshot(self, since: int = 0) -> tuple[int, list[TaskEvent]]:
         """``(cursor, events changed after `since`)``, oldest change first."""

@@ -56,6 +56,24 @@ def test_parse_address_rejects_bad_values(address):
         parse_address(address)
 
 
+def test_page_files_are_in_the_package_and_load_nothing_from_the_internet():
+    import tomllib
+    from pathlib import Path
+
+    from raydask.dashboard.app import ASSETS, PAGES, plotly_js, static_dir
+
+    folder = static_dir()
+    names = set(PAGES.values()) | set(ASSETS)
+    assert names <= {p.name for p in folder.iterdir()}
+    patterns = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["raydask.dashboard.static"]
+    assert {"*" + Path(n).suffix for n in names} <= set(patterns)  # all shipped in the wheel
+    for name in names:
+        text = (folder / name).read_text()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
+    assert plotly_js().stat().st_size > 1_000_000
+
+
 # -- against a real cluster ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def dash_client():
@@ -320,3 +338,58 @@ def test_busy_port_moves_to_the_next_one_and_stop_joins(dash_client):
         assert not thread.is_alive()
     finally:
         taken.close()
+
+
+def test_event_log_keeps_dropped_running_tasks_until_they_finish():
+    from raydask.events import EventLog, TaskRecord
+
+    log = EventLog()
+    log.submitted("a", ())
+    log.submitted("b", ("a",))
+    log.released("a")  # the client let go, but "b" still needs it and Ray still runs it
+    states = {e.key: e.state for e in log.snapshot()[1]}
+    assert states == {"a": "processing", "b": "waiting"}
+    log.finished("a", TaskRecord("int", 28, 1.0, 2.0, "n", 1))
+    log.finished("b", TaskRecord("int", 28, 2.0, 3.0, "n", 1))
+    states = {e.key: e.state for e in log.snapshot()[1]}
+    assert states == {"a": "released", "b": "memory"}
+    log.released("b")
+    assert {e.key: e.state for e in log.snapshot()[1]}["b"] == "released"
+
+
+@pytest.mark.multinode
+@pytest.mark.timeout(180)
+def test_cli_dashboard_in_another_process_shows_the_published_graph(dash_client):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    a = dash_client.submit(_inc, 31337)
+    b = dash_client.submit(_add, a, 1)
+    b.result()
+    gcs = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raydask", "dashboard", "--address", gcs, "--dashboard-address", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ),
+    )
+    try:
+        line = proc.stdout.readline()
+        link = re.search(r"http://\S+/status", line)
+        assert link, line
+        base = link.group(0).rsplit("/", 1)[0]
+        graph = _wait_for(lambda: httpx.get(base + "/api/graph", timeout=30).json(),
+                          lambda g: b.key in {n["key"] for n in g["nodes"]}, timeout=30)
+        assert [a.key, b.key] in graph["edges"]
+        assert {n["key"]: n["state"] for n in graph["nodes"]}[b.key] == "memory"
+        tasks = {t["key"]: t for t in httpx.get(base + "/api/tasks", timeout=30).json()["tasks"]}
+        assert tasks[b.key]["node_id"] == {t["key"]: t for t in
+                                           dash_client._dashboard.source.tasks()["tasks"]}[b.key]["node_id"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -74,14 +74,25 @@ class DashboardServer:
         client: a Client with an event log (``client._events``).
         address: ``":8787"`` (127.0.0.1), ``"host:port"``, or a port; port 0 picks a free one.
         max_graph_nodes: past this many tasks the graph page shows key prefixes.
+        source: what to show, instead of ``client``'s events (e.g. a
+            :class:`~raydask.dashboard.source.ClientSource` over a recorded log).
+        publish: also send the client's events to a named actor, so that
+            ``raydask dashboard --address`` in another process can show them.
     """
 
-    def __init__(self, client, address=":8787", max_graph_nodes=20_000):
+    def __init__(self, client, address=":8787", max_graph_nodes=20_000, source=None, publish=True):
         self.host, self._asked_port = parse_address(address)
-        events = getattr(client, "_events", None)
-        if events is None:
-            raise ValueError(f"client {client!r} records no events; create it with a dashboard_address")
-        self.source = ClientSource(events, max_graph_nodes=max_graph_nodes, name=getattr(client, "id", "raydask"))
+        self._publisher = None
+        if source is None:
+            events = getattr(client, "_events", None)
+            if events is None:
+                raise ValueError(f"client {client!r} records no events; create it with a dashboard_address")
+            source = ClientSource(events, max_graph_nodes=max_graph_nodes, name=getattr(client, "id", "raydask"))
+            if publish:
+                from .publish import Publisher
+
+                self._publisher = Publisher(events, client.id)
+        self.source = source
         self.port = None
         self._server = None
         self._thread = None
@@ -109,9 +120,14 @@ class DashboardServer:
         self._thread = threading.Thread(target=_serve, args=(self._server, sock),
                                         name=f"raydask-dashboard-{self.port}", daemon=True)
         self._thread.start()
+        if self._publisher is not None:
+            self._publisher.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving and join the thread."""
+        """Stop serving and publishing; join the threads."""
+        if self._publisher is not None:
+            self._publisher.stop(timeout)
+            self._publisher = None
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

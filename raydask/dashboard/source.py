@@ -1,8 +1,9 @@
 """What the dashboard shows, computed from one client's :class:`~raydask.events.EventLog`.
 
 Nothing here runs on the submit path: the client only appends to its event log;
-this module catches up with the log (``snapshot(since=cursor)``) when a page
-asks, lays out new keys, and builds plain JSON-ready dicts.  Ray is asked only
+this module catches up with the log when a page asks (it collects finished
+receipts in one batch, then reads ``snapshot(since=cursor)``), lays out new
+keys, and builds plain JSON-ready dicts.  Ray is asked only
 for its node table (placement, threads, memory), never for its task list,
 which costs seconds with thousands of tasks (RAY-NOTES).
 
@@ -25,6 +26,7 @@ import time
 from collections import Counter, defaultdict
 
 from ..cluster import worker_table
+from .collect import collect
 from .layout import GraphLayout, prefix_layout
 
 __all__ = ["ClientSource", "STATES"]
@@ -67,6 +69,11 @@ class ClientSource:
     # -- catching up with the log ---------------------------------------------------------
     def _sync(self) -> int:
         """Take the log's changes since the last look; returns the new cursor."""
+        if hasattr(self.events, "pending"):  # a live client's log: learn what finished
+            try:
+                collect(self.events)
+            except Exception:  # noqa: BLE001 - Ray going down under a still-open page
+                logger.debug("cannot collect finished tasks", exc_info=True)
         with self._lock:
             cursor, changed = self.events.snapshot(self._cursor)
             new = [ev for ev in changed if ev.key not in self._layout]
