@@ -229,9 +229,10 @@ class Client:
         with self._lock:
             self._states[key] = state
         if self._events is not None:
-            self._events.submitted(key, state.deps, priority or 0)
+            # the dashboard collects finished receipts in batches (raydask.dashboard.collect):
+            # no per-task completion callback here; a watched future still reports at once
+            self._events.submitted(key, state.deps, priority or 0, receipt)
             state.add_waiter(self._record)
-            state.watch(self._settler)
         return state
 
     def _options(self, workers, resources, retries, allow_other_workers):
