@@ -463,6 +463,23 @@ class LocalCluster(_ClusterBase):
         atexit.unregister(self.close)
 
 
+def _use_local_token():
+    """Send Ray's auth token (``~/.ray/auth_token``) to a cluster running on this machine.
+
+    ``ray start`` turns token authentication on when that file exists, but
+    ``ray.init(address="host:port")`` sends the token only for ``"auto"``; for a
+    cluster found on this machine raydask does what ``"auto"`` would.
+    ``RAY_AUTH_MODE`` set by the user always wins.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: the user sets RAY_AUTH_MODE
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 class RayCluster(_ClusterBase):
     """A running Ray cluster that this process joined (``Client(address=...)``).
 
@@ -482,6 +499,8 @@ class RayCluster(_ClusterBase):
         if not ray.is_initialized():
             address = resolve_address(address)
             kwargs = {}
+            if address in local_ray_addresses():
+                _use_local_token()
             if not address.startswith("ray://"):
                 self.upload_dir = tempfile.mkdtemp(prefix="raydask-upload-")
                 kwargs["job_config"] = _job_config(self.upload_dir)

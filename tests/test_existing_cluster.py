@@ -1,0 +1,230 @@
+"""Client(address=...) joins a Ray cluster started by ``ray start``, and never stops it.
+
+The module starts its own cluster in subprocesses (a head and a second node,
+one CPU each, in their own temp dir and process group) and stops exactly
+those processes at the end: ``ray stop`` would stop every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+import ray
+
+from raydask import Client
+from raydask.cluster import RayCluster, local_ray_addresses, resolve_address
+
+pytestmark = pytest.mark.multinode
+
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def where(x=None):
+    return ray.get_runtime_context().get_node_id()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class RayStart:
+    """``ray start ... --block`` processes in their own session; stopped by process group."""
+
+    def __init__(self):
+        self.temp_dir = f"/tmp/rdx-{uuid.uuid4().hex[:6]}"  # short: Ray's socket paths have a limit
+        self.procs = []
+
+    def start(self, *args, wait_for=None):
+        cmd = [RAY, "start", "--block", "--num-cpus=1", "--object-store-memory=100000000",
+               "--disable-usage-stats", *args]
+        # Token auth as `ray start --head` turns it on by default; a joining node needs it said.
+        env = dict(os.environ, RAY_AUTH_MODE="token")
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+        self.procs.append(proc)
+        return proc
+
+    def head(self):
+        port = _free_port()
+        self.start("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}")
+        address = f"{_host()}:{port}"
+        _wait(lambda: address in local_ray_addresses(), 120, f"head {address}")
+        return address
+
+    def ours(self):
+        """Every process of these clusters: their command lines name our temp dir."""
+        out = [psutil.Process(p.pid) for p in self.procs if p.poll() is None]
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if any(self.temp_dir in part for part in proc.info["cmdline"] or ()):
+                    out.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return out
+
+    def stop(self):
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        _, alive = psutil.wait_procs(self.ours(), timeout=10)
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for proc in alive + self.ours():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        for p in self.procs:
+            p.wait(10)
+        import shutil
+
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _host():
+    return ray.util.get_node_ip_address()
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not come up within {timeout}s")
+        time.sleep(0.3)
+
+
+def _alive(address):
+    return address in local_ray_addresses()
+
+
+@pytest.fixture(scope="module")
+def external():
+    from conftest import _pool
+
+    _pool.close()  # one Ray per process: this module's driver joins the external cluster
+    starter = RayStart()
+    try:
+        address = starter.head()
+        starter.start(f"--address={address}")
+        yield address
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        starter.stop()
+        assert not starter.ours()
+
+
+@pytest.fixture
+def joined(external):
+    client = Client(address=external, dashboard_address=None)
+    client.wait_for_workers(2, timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.mark.timeout(240)
+def test_join_by_host_port_and_run_on_both_nodes(joined, external):
+    assert isinstance(joined.cluster, RayCluster)
+    assert joined.scheduler_address == f"ray://{external}"
+    info = joined.scheduler_info()["workers"]
+    assert len(info) == 2 and all(w["nthreads"] == 1 for w in info.values())
+    for address, w in info.items():
+        assert w["name"] == address  # nodes without raydask's label are named by address
+        assert joined.submit(where, address, workers=[address], pure=False).result(timeout=60) == w["node_id"]
+
+
+@pytest.mark.timeout(120)
+def test_closing_the_client_leaves_the_cluster_running(external):
+    client = Client(address=external, dashboard_address=None)
+    assert client.submit(where, 1, pure=False).result(timeout=60)
+    client.close()
+    assert not ray.is_initialized()
+    time.sleep(1)
+    assert _alive(external)
+    again = Client(address=external, dashboard_address=None)  # and it can be joined again
+    assert len(again.scheduler_info()["workers"]) == 2
+    again.close()
+
+
+@pytest.mark.timeout(120)
+def test_ray_address_environment_variable(external, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", external)
+    client = Client(dashboard_address=None)
+    try:
+        assert isinstance(client.cluster, RayCluster)
+        assert client.scheduler_address == f"ray://{external}"
+    finally:
+        client.close()
+    with pytest.raises(TypeError, match="cannot be used with address"):
+        Client(address=external, n_workers=2)
+
+
+@pytest.mark.timeout(180)
+def test_auto_with_several_local_clusters_is_an_error(external):
+    extra = None
+    if len(local_ray_addresses()) < 2:
+        extra = RayStart()
+        extra.head()
+    try:
+        with pytest.raises(ConnectionError, match=r"address='auto' matches \d+ Ray clusters on this machine") as info:
+            Client(address="auto", dashboard_address=None)
+        assert external in str(info.value)
+        assert not ray.is_initialized()
+    finally:
+        if extra is not None:
+            extra.stop()
+    assert resolve_address(external) == external
+
+
+@pytest.mark.timeout(120)
+def test_scale_requests_resources_from_the_autoscaler(joined, caplog):
+    import json
+
+    from ray.autoscaler.v2.sdk import get_cluster_status
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    with caplog.at_level(logging.WARNING, logger="raydask"):
+        joined.cluster.scale(4)
+    if is_autoscaler_v2():
+        status = get_cluster_status(joined.cluster._gcs_address)
+        requested = [b.bundle for d in status.resource_demands.cluster_constraint_demand
+                     for b in d.bundles_by_count for _ in range(b.count)]
+    else:  # the v1 autoscaler reads the request from the GCS' key-value store
+        requested = json.loads(_internal_kv_get("autoscaler_resource_request"))
+    assert requested == [{"CPU": 1}] * 4
+    if not joined.cluster.has_autoscaler():
+        assert "no Ray autoscaler" in caplog.text
+    time.sleep(2)
+    assert len(joined.scheduler_info()["workers"]) == 2  # `ray start` clusters do not grow
+    joined.cluster.scale(0)
+
+
+@pytest.mark.timeout(120)
+def test_upload_file_on_a_joined_cluster(joined, tmp_path):
+    name = f"raydask_joined_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text("VALUE = 'joined'\n")
+    joined.upload_file(str(tmp_path / f"{name}.py"))
+
+    def read(x):
+        import importlib
+
+        return importlib.import_module(name).VALUE
+
+    assert set(joined.gather(joined.map(read, range(4), pure=False))) == {"joined"}
