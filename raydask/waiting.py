@@ -71,6 +71,8 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
         TimeoutError: if the timeout passes first (Dask's behaviour; Ray's ``wait``
             would return partial results instead).
     """
+    if isinstance(fs, Future):  # as Dask: one future is waited on alone
+        fs = [fs]
     fs = _check_futures(fs, "wait")
     if return_when not in (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION):
         raise ValueError(f"return_when must be ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION, got {return_when!r}")
