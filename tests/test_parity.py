@@ -553,6 +553,58 @@ def test_wait_all_completed(impl):
     assert impl.wait(fs).done == done  # a named tuple, as concurrent.futures'
 
 
+def test_wait_on_a_single_future(impl):
+    f = impl.client.submit(inc, 8)
+    done, not_done = impl.wait(f)
+    assert done == {f} and not not_done
+
+
+def test_wait_return_when_values(impl):
+    f = impl.client.submit(inc, 9)
+    if impl.name == "raydask":
+        # Difference: raydask also has concurrent.futures' FIRST_EXCEPTION, and names a
+        # bad value with ValueError; Dask raises NotImplementedError for both.
+        assert impl.wait([f], return_when="FIRST_EXCEPTION").done == {f}
+        with pytest.raises(ValueError, match="'BOGUS'"):
+            impl.wait([f], return_when="BOGUS")
+    else:
+        with pytest.raises(NotImplementedError):
+            impl.wait([f], return_when="FIRST_EXCEPTION")
+
+
+def test_wait_on_non_futures(impl):
+    if impl.name == "raydask":
+        # Difference: raydask refuses what is not a future; Dask ignores it.
+        with pytest.raises(TypeError, match="1"):
+            impl.wait([1])
+    else:
+        assert impl.wait([1]) == (set(), set())
+
+
+def test_as_completed_rejects_a_single_future(impl):
+    with pytest.raises(TypeError):
+        impl.as_completed(impl.client.submit(inc, 10))
+
+
+def test_futures_are_released_when_dropped(impl):
+    import gc
+
+    f = impl.client.submit(inc, 12345)
+    key = f.key
+    assert key in impl.client.futures
+    del f
+    gc.collect()
+    assert key not in impl.client.futures
+
+
+def test_gather_of_an_iterator_and_a_set(impl):
+    c = impl.client
+    x = c.submit(inc, 1)
+    assert list(c.gather(iter([x, x]))) == [2, 2]
+    assert c.gather({x}) == {2}
+    assert c.map(inc, []) == []
+
+
 def test_wait_first_completed(impl):
     c = impl.client
     slow = c.submit(sleep_then, 1, 2.0, pure=False)
