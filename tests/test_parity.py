@@ -96,6 +96,16 @@ def spawn_and_gather(module, n):
     return sum(client.gather(futures))
 
 
+def flaky(path, failures):
+    """Fail the first ``failures`` calls (counted in a file: attempts may run in other processes)."""
+    attempt = int(open(path).read()) if os.path.exists(path) else 0
+    with open(path, "w") as f:
+        f.write(str(attempt + 1))
+    if attempt < failures:
+        raise ZeroDivisionError(f"attempt {attempt}")
+    return attempt
+
+
 class Box:
     """An object Dask does not look into: a Future inside it travels as a Future."""
 
@@ -724,6 +734,16 @@ def test_blocking_task_gives_back_its_slot_without_secede(impl):
 
 def test_get_client_outside_a_task_returns_the_default_client(impl):
     assert impl.get_client() is impl.client
+
+
+# -- retries ---------------------------------------------------------------------------
+def test_retries_rerun_a_failing_task(impl, tmp_path):
+    c = impl.client
+    assert c.submit(flaky, str(tmp_path / "a"), 2, retries=2, pure=False).result(timeout=30) == 2
+    with pytest.raises(ZeroDivisionError, match="attempt 1"):
+        c.submit(flaky, str(tmp_path / "b"), 2, retries=1, pure=False).result(timeout=30)
+    with pytest.raises(ZeroDivisionError, match="attempt 0"):
+        c.submit(flaky, str(tmp_path / "c"), 1, pure=False).result(timeout=30)
 
 
 # -- priorities and placement ---------------------------------------------------------------
