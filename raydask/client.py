@@ -198,6 +198,11 @@ class Client:
 
         Raises:
             TypeError: if ``func`` is not callable.
+
+        Differences from dask.distributed:
+            ``workers=`` naming no known worker, or (on a ``LocalCluster``)
+            ``resources=`` that no worker has, raise ``ValueError`` at once; Dask
+            leaves such a task pending.  ``actor=True`` raises ``NotImplementedError``.
         """
         if not callable(func):
             raise TypeError(f"First input to submit must be a callable function, got {func!r}")

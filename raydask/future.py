@@ -207,6 +207,9 @@ class Future:
     Differences from dask.distributed:
         ``Future.type`` is the type itself for builtins and its qualified name
         (``'numpy.ndarray'``) otherwise, so the client never imports user types.
+        A Future inside an object Dask does not look into (not a list, tuple,
+        set or dict) still works in the task that receives it; Dask's raises
+        ``RuntimeError`` there.
     """
 
     __slots__ = ("_state", "_client", "_released", "__weakref__")
@@ -280,7 +283,12 @@ class Future:
             raise unwrap(err, st.key) from None
 
     def exception(self, timeout=None):
-        """Return the task's exception, or None if it succeeded (waits for the end)."""
+        """Return the task's exception, or None if it succeeded (waits for the end).
+
+        Differences from dask.distributed:
+            Raises ``CancelledError`` for a cancelled future, as
+            ``concurrent.futures`` does; Dask returns None.
+        """
         from .keys import parse_timedelta
 
         st = self._state

@@ -70,6 +70,11 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
     Raises:
         TimeoutError: if the timeout passes first (Dask's behaviour; Ray's ``wait``
             would return partial results instead).
+
+    Differences from dask.distributed:
+        ``FIRST_EXCEPTION`` is supported (Dask raises ``NotImplementedError``), an
+        unknown ``return_when`` raises ``ValueError``, and items that are not
+        futures raise ``TypeError`` (Dask ignores them).
     """
     if isinstance(fs, Future):  # as Dask: one future is waited on alone
         fs = [fs]
@@ -134,7 +139,9 @@ class as_completed:
 
     Differences from dask.distributed:
         With ``with_results=True`` the result is fetched when the future is taken
-        from the iterator rather than as soon as it finishes.
+        from the iterator rather than as soon as it finishes.  ``count()`` counts
+        a future added twice as two (what the iterator will still yield); Dask
+        counts distinct pending futures plus the ready queue.
     """
 
     def __init__(self, futures=None, loop=None, with_results=False, raise_errors=True, *, timeout=None):

@@ -78,6 +78,10 @@ def get_client(address=None, timeout=None, resolve_address=True):
     Tasks may submit tasks and gather their results: a task blocked on a result
     gives its CPU back to Ray, so the cluster does not deadlock even when every
     slot is held by such tasks.
+
+    Differences from dask.distributed:
+        Inside a task the client belongs to that Ray worker process: its keys are
+        deduplicated among its own futures, not with the submitting client's.
     """
     client = _current()
     if client is not None:
