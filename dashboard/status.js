@@ -4,7 +4,16 @@
 
 RD.nav("status");
 
+// The stream keeps the most recent tasks only, as Dask's does, so redraws stay cheap.
+const STREAM_LIMIT = 20000;
 const stream = { cursor: 0, tasks: new Map(), transfers: new Map(), rows: new Map(), drawn: 0 };
+
+function trim(map) {
+  const extra = map.size - STREAM_LIMIT;
+  if (extra <= 0) return;
+  const it = map.keys();
+  for (let i = 0; i < extra; i++) map.delete(it.next().value);
+}
 
 function rowOf(worker, pid) {
   const label = worker + " pid " + pid;
@@ -59,8 +68,14 @@ function streamFigure() {
 async function updateStream() {
   const reply = await RD.getJSON("/api/tasks?since=" + stream.cursor);
   stream.cursor = reply.cursor;
-  reply.tasks.forEach(function (t) { rowOf(t.worker, t.pid); stream.tasks.set(t.key, t); });
+  reply.tasks.forEach(function (t) {
+    rowOf(t.worker, t.pid);
+    stream.tasks.delete(t.key);  // re-insert: a changed task counts as recent
+    stream.tasks.set(t.key, t);
+  });
   reply.transfers.forEach(function (t) { rowOf(t.to_worker, t.pid); stream.transfers.set(t.key + ">" + t.to_key, t); });
+  trim(stream.tasks);
+  trim(stream.transfers);
   if (reply.tasks.length || reply.transfers.length || !stream.drawn) {
     const fig = streamFigure();
     await Plotly.react("stream", fig.data, fig.layout, RD.plotConfig);

@@ -92,10 +92,6 @@ def create_app(source):
     def api_workers():
         return JSONResponse(source.worker_rows())
 
-    @app.get("/api/info")
-    def api_info():
-        return {"name": source.name, "max_graph_nodes": source.max_graph_nodes}
-
     return app
 
 
