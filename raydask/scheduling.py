@@ -156,7 +156,12 @@ def make_task_function(func):
                 a, kw = _unpack(packed, args)
                 result = func(*a, **kw)
         except BaseException as exc:
-            raise capture(exc)
+            err = capture(exc)
+            try:  # where and when it failed, for the dashboard's task stream (raydask.events)
+                err._raydask_receipt = ("erred", 0, start, time.time(), _node_id(), os.getpid())
+            except Exception:  # noqa: BLE001 - an exception type that refuses attributes
+                pass
+            raise err
         return result, (typename(type(result)), _nbytes(result), start, time.time(), _node_id(), os.getpid())
 
     name = funcname(func)
