@@ -94,6 +94,11 @@ class EventLog:
 
     def finished(self, key: str, record: TaskRecord | None, error: BaseException | None = None,
                  state: str | None = None) -> None:
+        if record is None and error is not None:
+            # the task wrapper attaches where and when a task failed to its exception
+            receipt = getattr(error, "_raydask_receipt", None)
+            if isinstance(receipt, tuple) and len(receipt) == 6:
+                record = TaskRecord(*receipt)
         with self._lock:
             self._pending.pop(key, None)
             ev = self._tasks.get(key)

@@ -259,6 +259,12 @@ def test_progress_and_errors(dash_client, http):
     states = {n["key"]: n for n in graph["nodes"]}
     assert {states[f.key]["state"] for f in futures} == {"erred"}
     assert "ValueError" in states[futures[0].key]["error"]
+    # erred tasks are in the task stream too (drawn black), with where and when they failed
+    tasks = {t["key"]: t for t in http.get("/api/tasks").json()["tasks"]}
+    nodes = {w["node_id"] for w in http.get("/api/workers").json()["workers"]}
+    for f in futures:
+        assert tasks[f.key]["state"] == "erred" and tasks[f.key]["node_id"] in nodes
+        assert tasks[f.key]["stop"] >= tasks[f.key]["start"] > 0
 
 
 @pytest.mark.multinode
