@@ -34,13 +34,17 @@ function streamFigure() {
     return traces.get(name);
   }
   const width = Math.max(3, Math.min(40, 360 / Math.max(labels.length, 1)));
+  // very short tasks get a sliver of the time axis so that they stay visible (as in Dask)
+  let first = Infinity, last = -Infinity;
+  stream.tasks.forEach(function (t) { first = Math.min(first, t.start); last = Math.max(last, t.stop); });
+  const sliver = Math.max(last - first, 0.001) * 0.002;
   stream.tasks.forEach(function (t) {
     const erred = t.state === "erred";
     const tr = erred ? trace("erred", "black", width) : trace(t.prefix, RD.prefixColor(t.prefix), width);
     const y = stream.rows.get(rowOf(t.worker, t.pid));
     const text = t.key + "<br>" + (erred ? "erred: " + t.error : t.type + ", " + RD.formatBytes(t.nbytes)) +
       "<br>" + RD.formatSeconds(t.stop - t.start) + " on " + t.worker + " pid " + t.pid;
-    tr.x.push(t.start * 1000, t.stop * 1000, null);
+    tr.x.push(t.start * 1000, Math.max(t.stop, t.start + sliver) * 1000, null);
     tr.y.push(y, y, null);
     tr.text.push(text, text, null);
   });
@@ -50,7 +54,7 @@ function streamFigure() {
     const text = "transfer " + t.key + " → " + t.to_key + "<br>" + RD.formatBytes(t.nbytes) +
       " from " + t.from_worker + " to " + t.to_worker;
     // a transfer's window may be empty (inputs ready before submit): keep it visible
-    const stop = Math.max(t.stop, t.start + 0.002);
+    const stop = Math.max(t.stop, t.start + sliver);
     tr.x.push(t.start * 1000, stop * 1000, null);
     tr.y.push(y, y, null);
     tr.text.push(text, text, null);
