@@ -28,7 +28,7 @@ from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
 from .errors import FutureCancelledError, unwrap
 from .events import EventLog, TaskRecord
 from .future import Future, FutureState, Settler, Status, notify
-from .keys import format_bytes, funcname, tokenize, typename
+from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename
 from .scheduling import (
     Dispatcher, install_upload, node_has, node_resources, pack, placement_options, refresh, run_on_nodes,
     task_options,
@@ -80,6 +80,7 @@ class Client:
         self._keep_alive: set = set()
         self._dispatcher = Dispatcher()
         self._resources_ok: set = set()
+        self._gate = None  # raydask.priority.Gate, once a priority was seen
         self._owns_cluster = False
         self.cluster = self._connect(address, cluster_kwargs)
         self._settler = Settler(name="raydask")
@@ -225,20 +226,41 @@ class Client:
         if allow_other_workers and workers is None:
             raise ValueError("Only use allow_other_workers= if using workers=")
         options = self._options(workers, resources, retries, allow_other_workers)
-        return Future(self._submit(func, key, args, kwargs, options, priority), self)
+        return Future(self._submit(func, key, args, kwargs, options, priority, fifo_timeout), self)
 
-    def _submit(self, func, key, args, kwargs, options, priority):
+    def _submit(self, func, key, args, kwargs, options, priority, fifo_timeout="100 ms"):
         packed, call_args, deps = pack(args, kwargs, Future)
-        ref, receipt = self._dispatcher.submit(func, key, packed, call_args, options)
-        state = FutureState(key, ref, receipt, tuple(d.key for d in deps))
-        with self._lock:
-            self._states[key] = state
+        gate = self._gate
+        if gate is None and priority:
+            gate = self._start_gate()
+        if gate is None:  # the default path: no priority seen yet, nothing extra
+            ref, receipt = self._dispatcher.submit(func, key, packed, call_args, options)
+            state = FutureState(key, ref, receipt, tuple(d.key for d in deps))
+            with self._lock:
+                self._states[key] = state
+        else:
+            ticket, ticket_ref = gate.ticket()
+            ref, receipt = self._dispatcher.submit_gated(func, key, packed, call_args, options, ticket_ref)
+            state = FutureState(key, ref, receipt, tuple(d.key for d in deps))
+            with self._lock:
+                self._states[key] = state
+            cpus = options.get("num_cpus", 1) if options else 1
+            gate.add(state, ticket, priority, deps, cpus, parse_timedelta(fifo_timeout))
         if self._events is not None:
             # the dashboard collects finished receipts in batches (raydask.dashboard.collect):
             # no per-task completion callback here; a watched future still reports at once
             self._events.submitted(key, state.deps, priority or 0, receipt)
             state.add_waiter(self._record)
         return state
+
+    def _start_gate(self):
+        """Hold tasks client-side from now on, to start them by priority (raydask.priority)."""
+        from .priority import Gate
+
+        with self._lock:
+            if self._gate is None:
+                self._gate = Gate(self._settler)
+            return self._gate
 
     def _options(self, workers, resources, retries, allow_other_workers):
         placement = None
@@ -320,7 +342,7 @@ class Client:
             with self._lock:
                 state = self._states.get(k)
             if state is None:
-                state = self._submit(func, k, args, kwargs, options, priority)
+                state = self._submit(func, k, args, kwargs, options, priority, fifo_timeout)
             futures.append(Future(state, self))
         return futures
 
@@ -436,6 +458,8 @@ class Client:
         for st in states.values():
             if st.status is not Status.PENDING:
                 continue
+            # a task behind the priority gate is never ray.cancel-ed (its ticket may be pending)
+            gated = self._gate is not None and self._gate.discard(st)
             waiters = st.cancel(reason or "cancelled")
             with self._lock:
                 if self._states.get(st.key) is st:
@@ -443,7 +467,7 @@ class Client:
             if self._events is not None:
                 self._events.finished(st.key, None, state="cancelled")
             notify(waiters, st)
-            if self._safe_to_cancel(st):
+            if not gated and self._safe_to_cancel(st):
                 try:
                     ray.cancel(st.ref, force=False, recursive=False)
                 except Exception:  # noqa: BLE001 - already finished or gone
@@ -612,10 +636,10 @@ class Client:
         with self._lock:
             self._states.clear()
             self._keep_alive.clear()
-        gate = getattr(self, "_gate", None)
+        gate = self._gate
         for st in states:
-            if gate is not None:
-                gate.discard(st)
+            if gate is not None and gate.discard(st):
+                stoppable.discard(st.key)  # see cancel: gated tasks are not ray.cancel-ed
             st.cancel_reason = "scheduler-restart"
             waiters = st.settle(Status.CANCELLED, exception=_Cancelled(
                 st.key, "scheduler-restart", "Scheduler has restarted. Please re-run your work."), force=True)
@@ -646,6 +670,8 @@ class Client:
             self._keep_alive.clear()
         for st in states:
             st.cancel("client closed")
+        if self._gate is not None:
+            self._gate.close()
         self._settler.close()
         self._dispatcher.clear()
         if self._owns_cluster:

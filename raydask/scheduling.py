@@ -170,6 +170,26 @@ def make_task_function(func):
     return ray.remote(run)
 
 
+def make_gated_task_function(func):
+    """Like :func:`make_task_function`, with a priority gate's ticket as first argument.
+
+    Ray starts the task only once the ticket resolved (:mod:`raydask.priority`);
+    a ticket resolved to False means the task was cancelled while held.
+    """
+    inner = make_task_function(func)._function
+
+    def run(ticket, packed, *args):
+        if ticket is not True:
+            from concurrent.futures import CancelledError
+
+            raise CancelledError("cancelled before it started")
+        return inner(packed, *args)
+
+    run.__name__ = run.__qualname__ = funcname(func)
+    run.__module__ = "raydask.task"
+    return ray.remote(run)
+
+
 def task_options(resources=None, retries=None, placement=None) -> dict:
     """Ray ``.options()`` for Dask's ``resources=``, ``retries=`` and placement.
 
@@ -259,6 +279,7 @@ class Dispatcher:
 
     def __init__(self):
         self._functions: dict = {}
+        self._gated: dict = {}
 
     def remote_function(self, func):
         try:
@@ -282,8 +303,19 @@ class Dispatcher:
         # ``_remote`` is what that wrapper calls, with the same two options.
         return rf._remote(args=(packed, *call_args), num_returns=2, name=key)
 
+    def submit_gated(self, func, key, packed, call_args, options, ticket):
+        """Start a task that Ray runs only once ``ticket`` resolves (priority gate)."""
+        try:
+            rf = self._gated[func]
+        except KeyError:
+            rf = self._gated[func] = make_gated_task_function(func)
+        except TypeError:  # unhashable callable: not cached
+            rf = make_gated_task_function(func)
+        return rf._remote(args=(ticket, packed, *call_args), num_returns=2, name=key, **(options or {}))
+
     def clear(self):
         self._functions.clear()
+        self._gated.clear()
 
 
 # -- whole-cluster helpers for the client ------------------------------------------

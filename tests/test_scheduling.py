@@ -157,3 +157,122 @@ def test_dying_worker_process_ends_as_killed_worker(multinode_client, tmp_path):
     assert f.key in str(info.value)
     assert open(path).read() == "2"  # Ray ran it once more after the first crash
     assert f.status in ("error", "lost")
+
+
+# -- priorities ----------------------------------------------------------------------
+def stamp(label, delay=0.0):
+    """Return when the task started (wall clock; every node is on this machine)."""
+    start = time.time()
+    time.sleep(delay)
+    return start
+
+
+def stamp_after(dep, label):
+    return time.time()
+
+
+def touch(path):
+    open(path, "w").close()
+
+
+@pytest.fixture
+def prio(multinode_client):
+    """A second client on the same Ray cluster, so its priority gate does not outlive the test."""
+    from raydask import Client
+
+    client = Client(dashboard_address=None, set_as_default=False)
+    yield client
+    client.close()
+    assert ray.is_initialized()  # the shared cluster survives
+
+
+def _block_every_slot(client, first=1.0, step=1.0):
+    n = int(ray.cluster_resources()["CPU"])
+    # staggered, so slots free one at a time and the order of starts is unambiguous
+    return [client.submit(stamp, f"block-{i}", first + i * step, priority=1, pure=False) for i in range(n)]
+
+
+@pytest.mark.timeout(90)
+def test_high_priority_starts_before_queued_low_priority(prio):
+    blockers = _block_every_slot(prio)
+    lows = [prio.submit(stamp, f"low-{i}", 0.05, pure=False) for i in range(20)]
+    time.sleep(0.3)
+    high = prio.submit(stamp, "high", priority=10, pure=False)
+    assert prio._gate.stats()["ready"] >= 20  # the low ones wait in the gate, not in Ray
+    high_start = high.result(timeout=60)
+    low_starts = prio.gather(lows)
+    assert sum(s < high_start for s in low_starts) <= 1
+    assert high_start < min(prio.gather(blockers)) + 10
+
+
+@pytest.mark.timeout(90)
+def test_equal_priorities_start_in_submission_order(prio):
+    _block_every_slot(prio, first=0.5, step=0.3)
+    tasks = [prio.submit(stamp, f"fifo-{i}", 0.05, priority=2, pure=False) for i in range(8)]
+    starts = prio.gather(tasks)
+    late = sum(a > b for a, b in zip(starts, starts[1:]))
+    assert late <= 2  # three one-slot workers: neighbours may swap by milliseconds
+
+
+@pytest.mark.timeout(90)
+def test_high_priority_dependency_jumps_the_low_priority_queue(prio):
+    _block_every_slot(prio)
+    lows = [prio.submit(stamp, f"unrelated-{i}", 0.2, pure=False) for i in range(12)]
+    dep = prio.submit(stamp, "dep", 0.05, priority=-5, pure=False)  # lowest of all ...
+    high = prio.submit(stamp_after, dep, "high", priority=10)  # ... until a high one needs it
+    dep_start, high_start = dep.result(timeout=60), high.result(timeout=60)
+    low_starts = prio.gather(lows)
+    assert sum(s < dep_start for s in low_starts) <= 1
+    assert sum(s < high_start for s in low_starts) <= 3
+    assert high_start > dep_start
+
+
+@pytest.mark.timeout(90)
+def test_cancelled_held_task_never_runs(prio, tmp_path):
+    blockers = _block_every_slot(prio, first=1.5, step=0.2)
+    marker = str(tmp_path / "ran")
+    held = prio.submit(touch, marker, priority=1, pure=False)
+    assert prio._gate.stats()["ready"] == 1
+    held.cancel()
+    assert held.status == "cancelled"
+    from raydask import CancelledError
+
+    with pytest.raises(CancelledError):
+        held.result()
+    prio.gather(blockers)
+    after = prio.submit(stamp, "after-cancel", priority=1, pure=False)
+    after.result(timeout=60)
+    assert not os.path.exists(marker)
+
+
+@pytest.mark.timeout(120)
+def test_seed_as_completed_loop_with_priority_adds(prio):
+    from raydask import as_completed
+
+    def inc(x):
+        return x + 1
+
+    def add(x, y):
+        return x + y
+
+    zs = prio.map(inc, range(30), pure=False)
+    seq = as_completed(zs)
+    while seq.count() > 1:
+        a = next(seq)
+        b = next(seq)
+        seq.add(prio.submit(add, a, b, priority=1))
+    assert next(seq).result(timeout=60) == sum(range(1, 31))
+
+
+def test_default_path_has_no_gate(multinode_client):
+    from raydask import Client
+
+    client = Client(dashboard_address=None, set_as_default=False)
+    try:
+        futures = client.map(stamp, range(5), pure=False)
+        client.gather(futures)
+        assert client._gate is None
+        client.submit(stamp, "p", priority=1, pure=False).result(timeout=60)
+        assert client._gate is not None
+    finally:
+        client.close()
