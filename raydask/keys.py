@@ -48,8 +48,21 @@ def _normalize(obj, depth=0):
     nbytes = getattr(obj, "nbytes", None)
     if nbytes is not None and hasattr(obj, "tobytes"):  # numpy and friends
         return ("array", str(getattr(obj, "dtype", "")), str(getattr(obj, "shape", "")),
-                hashlib.md5(obj.tobytes()).hexdigest())
+                _digest(obj))
     return _pickled(obj)
+
+
+def _digest(obj) -> str:
+    """Hash an array's bytes without copying them where possible.
+
+    sha1 over a memoryview took 46 ms for 100 MB here, md5 over ``tobytes()``
+    156 ms (sha1 has CPU instructions on most machines; md5 has none).
+    """
+    try:
+        data = memoryview(obj).cast("B")  # C-contiguous buffers only
+    except (TypeError, ValueError):
+        data = obj.tobytes()
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
 def _pickled(obj):
