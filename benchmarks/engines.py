@@ -173,10 +173,16 @@ class DaskAPI(_Engine):
         t0 = time.perf_counter()
         if self.kind == "dask":  # data on the first worker, the task on the second
             fut = c.scatter(arr, workers=[workers[0]])
-        else:  # raydask scatters into the driver's node, the head (first) worker
+            other = workers[1]
+        else:  # raydask scatters into the driver's node; the task goes to the other one
+            import ray
+
+            here = ray.get_runtime_context().get_node_id()
+            info = c.scheduler_info()["workers"]
+            other = next(a for a in workers if info[a].get("node_id") != here)
             fut = c.scatter(arr)
         t1 = time.perf_counter()
-        n = c.submit(tasks.nbytes_of, fut, workers=[workers[1]]).result()
+        n = c.submit(tasks.nbytes_of, fut, workers=[other]).result()
         t2 = time.perf_counter()
         back = c.gather(fut)
         t3 = time.perf_counter()
@@ -467,17 +473,25 @@ def serve(conn, name, config, log_path):
             conn.send(("error", traceback.format_exc()))
 
 
-def startup_main(argv):
-    """``python -m benchmarks.engines NAME``: time a fresh start to the first result."""
-    name = argv[0]
-    config = json.loads(argv[1]) if len(argv) > 1 else {}
+def fresh_main(argv):
+    """``python -m benchmarks.engines NAME CONFIG MODE``: one measurement in a fresh process.
+
+    ``startup``: time from nothing to the first result.  ``memory_10k:N``: after a
+    warm-up, the driver's RSS growth while N futures wait (a fresh process, because
+    a process that ran other work reuses freed memory and under-reports).
+    """
+    name, config, mode = argv[0], json.loads(argv[1]), argv[2]
     t0 = time.perf_counter()
     engine = make(name, **config)
     engine.round_trip(1)
-    t = time.perf_counter() - t0
+    if mode == "startup":
+        out = {"seconds": time.perf_counter() - t0}
+    else:
+        engine.throughput(200)
+        out = engine.memory_10k(int(mode.split(":")[1]))
     engine.close()
-    print(json.dumps({"seconds": t}), flush=True)
+    print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":
-    startup_main(sys.argv[1:])
+    fresh_main(sys.argv[1:])

@@ -45,6 +45,7 @@ class Row:
     reps: int = 3
     warmup: bool = True
     about: str = ""
+    fresh: bool = False  # measured in a new process per repetition (startup, memory)
 
 
 def per_second(key):
@@ -88,7 +89,8 @@ def rows() -> list[Row]:
         Row("notebook", "notebook", MAIN, LOCAL, {"sleep": 0.001}, {"sleep": 0.001}, "s", False, seconds,
             about="the seed notebook's code (examples/futures.py), sleeps up to 1 ms, without startup"),
         Row("memory_10k", "memory_10k", MAIN, LOCAL, {"n": 10_000}, {"n": 1000}, "MiB per 10k", False, megabytes,
-            reps=2, warmup=False, about="driver RSS growth while 10,000 futures wait behind a blocker"),
+            reps=2, warmup=False, fresh=True,
+            about="driver RSS growth while 10,000 futures wait behind a blocker (fresh process each)"),
         Row("scale_up", "scale_up", MAIN, LOCAL, {}, {}, "s/node", False, seconds, reps=3, warmup=False,
             about="add one 2-CPU worker and wait until it is up (then remove it)"),
         Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
@@ -96,8 +98,8 @@ def rows() -> list[Row]:
     ]
     for name in ("submit_rate", "throughput", "round_trip", "chain", "tree", "as_completed", "notebook"):
         base = next(r for r in out if r.id == name)
-        op = "<=" if not base.higher_is_better else ">="
-        bound = 1.1 if op == "<=" else 1 / 1.1
+        # ratio = off / on: on at most 10% slower means off/on <= 1.1 for rates, >= 1/1.1 for times
+        op, bound = ("<=", 1.1) if base.higher_is_better else (">=", 1 / 1.1)
         out.append(Row(f"dashboard/{name}", base.workload, DASH, LOCAL, base.full, base.quick, base.unit,
                        base.higher_is_better, base.to_metric, {"raydask+dashboard": (op, bound)},
                        base.reps, base.warmup, "dashboard on vs off: " + base.about))
@@ -286,23 +288,26 @@ def summary_line(res):
     return f"{row.id:<26} {row.unit:<12} {absolute} | ratio {row.engines[0]} {ratios}"
 
 
-def run_startup(engines, quick, reps, timeout):
+def run_fresh(row, quick, reps, timeout):
     """Each repetition starts a fresh process per engine (Ray: one cluster per process)."""
-    samples = {e: [] for e in engines}
+    samples = {e: [] for e in row.engines}
     errors = {}
+    params = row.quick if quick else row.full
+    mode = "startup" if row.workload == "startup" else f"memory_10k:{params['n']}"
     for _ in range(reps):
-        for e in engines:
+        for e in row.engines:
+            if e in errors:
+                continue
             try:
-                out = subprocess.run([sys.executable, "-m", "benchmarks.engines", e, json.dumps(LOCAL)],
+                out = subprocess.run([sys.executable, "-m", "benchmarks.engines", e, json.dumps(row.config), mode],
                                      cwd=ROOT, capture_output=True, text=True, timeout=timeout)
                 line = [x for x in out.stdout.splitlines() if x.startswith("{")]
                 if out.returncode or not line:
                     raise RuntimeError(f"exit {out.returncode}: {out.stderr.strip().splitlines()[-1:]}")
-                samples[e].append(json.loads(line[-1])["seconds"])
+                samples[e].append(row.to_metric(json.loads(line[-1]), params))
             except Exception as exc:  # noqa: BLE001
                 errors[e] = str(exc)
-    row = Row("startup", "startup", tuple(engines), LOCAL, {}, {}, "s", False, seconds,
-              about="fresh process: start the cluster (1 node x 2 CPUs) and get one result")
+                say(f"  ! {row.id} on {e}: {exc}")
     return Result(row, samples, {}, errors)
 
 
@@ -319,10 +324,12 @@ def run_scaling(pool, quick, timeout, results):
                 say(f"  ! {e} set_nodes({nodes}): {exc}")
                 procs.pop(e)
         for name, full, small, unit, metric in SCALING:
-            row = Row(f"scaling/{name}@{nodes}", name, engines, LOCAL, full, small, unit,
-                      unit != "MiB per 10k", metric, reps=1 if "memory" in name else 2,
-                      warmup=nodes == 1 and "memory" not in name,
-                      about=f"{name} on {nodes} node(s) x 2 CPUs")
+            memory = name == "memory_10k"
+            row = Row(f"scaling/{name}@{nodes}", name, engines, {"nodes": nodes, "cpus": 2}, full, small, unit,
+                      not memory, metric, reps=1 if memory else 2, warmup=nodes == 1 and not memory,
+                      about=f"{name} on {nodes} node(s) x 2 CPUs", fresh=memory)
+            if memory:
+                continue  # measured in fresh processes after the engines close, below
             res = measure(row, procs, quick, row.reps, timeout, pool)
             results.append(res)
             say(summary_line(res))
@@ -331,6 +338,14 @@ def run_scaling(pool, quick, timeout, results):
             procs[e].run("set_nodes", {"n": 1}, timeout)
         except Exception:  # noqa: BLE001
             pool.drop(e)
+    pool.close()
+    for nodes in SCALING_NODES:
+        name, full, small, unit, metric = SCALING[-1]
+        row = Row(f"scaling/{name}@{nodes}", name, engines, {"nodes": nodes, "cpus": 2}, full, small, unit,
+                  False, metric, reps=1, warmup=False, about=f"{name} on {nodes} node(s) x 2 CPUs", fresh=True)
+        res = run_fresh(row, quick, 1, timeout)
+        results.append(res)
+        say(summary_line(res))
 
 
 # -- the report --------------------------------------------------------------------------
@@ -497,10 +512,13 @@ def main(argv=None) -> int:
             row.engines = keep_engines(row.engines)
             if len(row.engines) < 1 or (row.id.startswith("dashboard/") and len(row.engines) < 2):
                 continue
-            procs = pool.only([(e, row.config) for e in row.engines])
             reps = min(reps_default, row.reps) if args.reps is None else args.reps
             say(f"== {row.id}: {row.about}")
-            res = measure(row, procs, args.quick, reps, args.timeout, pool)
+            if row.fresh:
+                res = run_fresh(row, args.quick, reps, args.timeout)
+            else:
+                procs = pool.only([(e, row.config) for e in row.engines])
+                res = measure(row, procs, args.quick, reps, args.timeout, pool)
             results.append(res)
             say(summary_line(res))
         pool.close()
@@ -508,7 +526,9 @@ def main(argv=None) -> int:
             engines = keep_engines(STARTUP_ENGINES)
             if engines:
                 say("== startup: fresh process to first result")
-                res = run_startup(engines, args.quick, reps_default, args.timeout)
+                row = Row("startup", "startup", engines, LOCAL, {}, {}, "s", False, seconds, fresh=True,
+                          about="fresh process: start the cluster (1 node x 2 CPUs) and get one result")
+                res = run_fresh(row, args.quick, reps_default, args.timeout)
                 results.append(res)
                 say(summary_line(res))
     finally:
