@@ -431,7 +431,7 @@ def report(results, infos, meta, path):
     for res in main:
         lines.append(f"| {res.row.id} | {res.row.unit} | {cell(res, 'raydask')} | {cell(res, 'ray')} | "
                      f"{cell(res, 'dask')} | {res.row.about} |")
-    parts = [(res, e) for res in main for e in res.row.engines if res.parts.get(e)]
+    parts = [(res, e) for res in main if res.row.id == "scatter_transfer" for e in res.row.engines if res.parts.get(e)]
     if parts:
         lines += ["", "Transfer phases (median seconds): " + "; ".join(
             f"{e}: " + ", ".join(f"{k} {fmt(statistics.median(v))}" for k, v in res.parts[e].items())
@@ -446,10 +446,46 @@ def report(results, infos, meta, path):
             name, nodes = res.row.id.split("/", 1)[1].split("@")
             lines.append(f"| {name} | {nodes} | {res.row.unit} | {cell(res, 'raydask')} | {cell(res, 'ray')} | "
                          f"{fmt(res.ratio('ray'))} |")
+    lines += client_budget(results)
     analysis = HERE / "analysis.md"
     if analysis.exists():
         lines += ["", analysis.read_text().rstrip()]
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+def client_budget(results) -> list:
+    """The client's own cost per task, and where it would cap a 1,000-CPU cluster.
+
+    Submit time per task (submit_rate, timed alone) plus gather time per task
+    (measured after every task finished) is CPU the client spends whatever the
+    cluster's size; a single client cannot finish tasks faster than one per that
+    cost.  A cluster of P CPUs running tasks of d seconds finishes P/d per
+    second, so the client is the bottleneck once d < P x cost.
+    """
+    res = next((r for r in results if r.row.id == "submit_rate"), None)
+    if res is None:
+        return []
+    mem = next((r for r in results if r.row.id == "memory_10k"), None)
+    out = ["", "## The client's own cost per task (from submit_rate)", "",
+           "Submit and gather are timed separately (gather after every task has finished), so they "
+           "measure the client alone. One client process cannot complete more than 1 ÷ (submit + gather) "
+           "tasks per second, whatever the cluster; with P CPUs running tasks of d seconds the cluster "
+           "completes P ÷ d per second, so the client caps the cluster once d < P × cost.", "",
+           "| engine | submit µs/task | gather µs/task | client cap (tasks/s) | 1,000 CPUs saturate the client below | driver MiB per 1M pending futures |",
+           "|---|---|---|---|---|---|"]
+    for e in res.row.engines:
+        sub, gat = res.parts.get(e, {}).get("submit"), res.parts.get(e, {}).get("gather")
+        if not sub or not gat:
+            continue
+        n = (res.row.quick if QUICK[0] else res.row.full)["n"]
+        cost = (statistics.median(sub) + statistics.median(gat)) / n
+        m = mem.median(e) if mem is not None else None
+        out.append(f"| {e} | {fmt(statistics.median(sub) / n * 1e6)} | {fmt(statistics.median(gat) / n * 1e6)} | "
+                   f"{fmt(1 / cost)} | {fmt(1000 * cost * 1000)} ms per task | {fmt(m * 100) if m else '—'} |")
+    return out
+
+
+QUICK = [False]
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -465,6 +501,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"), help="where to write the Markdown table")
     parser.add_argument("--list", action="store_true", help="list workload ids and exit")
     args = parser.parse_args(argv)
+    QUICK[0] = args.quick
 
     all_rows = rows()
     if args.list:
