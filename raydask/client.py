@@ -188,7 +188,7 @@ class Client:
             self._events.released(state.key)
 
     # -- submit and map -------------------------------------------------------------
-    def submit(self, func, *args, key=None, workers=None, resources=None, retries=None, priority=0,
+    def submit(self, func, *args, key=None, workers=None, resources=None, retries=None, priority=None,
                fifo_timeout="100 ms", allow_other_workers=False, actor=False, actors=False, pure=True,
                **kwargs):
         """Run ``func(*args, **kwargs)`` on the cluster; return a Future at once.
@@ -204,6 +204,10 @@ class Client:
             ``workers=`` naming no known worker, or (on a ``LocalCluster``)
             ``resources=`` that no worker has, raise ``ValueError`` at once; Dask
             leaves such a task pending.  ``actor=True`` raises ``NotImplementedError``.
+            ``priority=`` defaults to None (which means 0): from the first call that
+            passes any priority, this client holds its tasks and hands them to Ray by
+            priority as CPU slots free (:mod:`raydask.priority`); before that nothing
+            extra runs.
         """
         if not callable(func):
             raise TypeError(f"First input to submit must be a callable function, got {func!r}")
@@ -231,9 +235,9 @@ class Client:
     def _submit(self, func, key, args, kwargs, options, priority, fifo_timeout="100 ms"):
         packed, call_args, deps = pack(args, kwargs, Future)
         gate = self._gate
-        if gate is None and priority:
+        if gate is None and priority is not None:
             gate = self._start_gate()
-        if gate is None:  # the default path: no priority seen yet, nothing extra
+        if gate is None:  # the default path: no priority= seen yet, nothing extra
             ref, receipt = self._dispatcher.submit(func, key, packed, call_args, options)
             state = FutureState(key, ref, receipt, tuple(d.key for d in deps))
             with self._lock:
@@ -297,7 +301,7 @@ class Client:
 
         warnings.warn(message + "; the task waits until such a node joins", UserWarning, stacklevel=4)
 
-    def map(self, func, *iterables, key=None, workers=None, retries=None, resources=None, priority=0,
+    def map(self, func, *iterables, key=None, workers=None, retries=None, resources=None, priority=None,
             allow_other_workers=False, fifo_timeout="100 ms", actor=False, actors=False, pure=True,
             batch_size=None, **kwargs):
         """Apply ``func`` over the zipped ``iterables``; return a list of futures.

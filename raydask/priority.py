@@ -25,7 +25,8 @@ inheritance: a held dependency of a task takes that task's priority when it is
 higher, so high-priority work never waits behind unrelated low-priority work.
 Priority is a tie-breaker for *starting*, never pre-emption.
 
-Until the first priority is seen nothing here runs: the default path pays nothing.
+Until the first ``priority=`` (any value, 0 too) nothing here runs: the default
+path pays nothing.
 
 Differences from dask.distributed:
     Tasks submitted before the first priority are neither held nor counted

@@ -276,3 +276,13 @@ def test_default_path_has_no_gate(multinode_client):
         assert client._gate is not None
     finally:
         client.close()
+
+
+@pytest.mark.timeout(60)
+def test_priority_with_placement_and_retries(prio, workers, tmp_path):
+    w = workers[1]
+    f = prio.submit(where, "gated-placed", workers=[w["address"]], priority=3, pure=False)
+    assert f.result(timeout=60) == w["node_id"]
+    path = str(tmp_path / "count")
+    g = prio.submit(flaky, path, 1, retries=1, priority=3, pure=False)
+    assert g.result(timeout=60) == 2
