@@ -219,6 +219,11 @@ class _ClusterBase:
             wait_count: looks a node must be idle in a row before it is removed.
         Returns:
             The :class:`Adaptive` object (``.stop()`` ends adaptivity).
+
+        Differences from dask.distributed:
+            "Idle" is Ray's notion: no task running *and* no object stored, so a
+            node holding results is kept until they are released.  On a joined
+            cluster (``RayCluster``) growing goes through Ray's autoscaler.
         """
         if self._adaptive is not None:
             self._adaptive.stop()
