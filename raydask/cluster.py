@@ -538,9 +538,17 @@ class RayCluster(_ClusterBase):
         self._stop_adaptive()
         self._set_target(n)
 
+    @property
+    def target(self) -> int:
+        """The number of workers last asked for (the current count before any ``scale``)."""
+        return self._target if self._target is not None else len(worker_table())
+
+    _target = None
+
     def _set_target(self, n):
         from ray.autoscaler.sdk import request_resources
 
+        self._target = n
         table = worker_table()
         per = max((w["nthreads"] for w in table), default=1) or 1
         request_resources(bundles=[{"CPU": per}] * n)

@@ -209,6 +209,7 @@ def test_scale_requests_resources_from_the_autoscaler(joined, caplog):
     else:  # the v1 autoscaler reads the request from the GCS' key-value store
         requested = json.loads(_internal_kv_get("autoscaler_resource_request"))
     assert requested == [{"CPU": 1}] * 4
+    assert joined.cluster.target == 4
     if not joined.cluster.has_autoscaler():
         assert "no Ray autoscaler" in caplog.text
     time.sleep(2)
