@@ -86,13 +86,13 @@ def rows() -> list[Row]:
         Row("as_completed", "as_completed", MAIN, LOCAL, {"n": 2000}, {"n": 200}, "futures/s", True,
             per_second("n"), {"ray": (">=", 1.0)},
             about="submit 2,000, take each as it completes and fetch it (Ray: a ray.wait(num_returns=1) loop)"),
-        Row("notebook", "notebook", MAIN, LOCAL, {"sleep": 0.001}, {"sleep": 0.001}, "s", False, seconds,
-            about="the seed notebook's code (examples/futures.py), sleeps up to 1 ms, without startup"),
         Row("memory_10k", "memory_10k", MAIN, LOCAL, {"n": 10_000}, {"n": 1000}, "MiB per 10k", False, megabytes,
             reps=2, warmup=False, fresh=True,
             about="driver RSS growth while 10,000 futures wait behind a blocker (fresh process each)"),
         Row("scale_up", "scale_up", MAIN, LOCAL, {}, {}, "s/node", False, seconds, reps=3, warmup=False,
             about="add one 2-CPU worker and wait until it is up (then remove it)"),
+        Row("notebook", "notebook", MAIN, LOCAL, {"sleep": 0.001}, {"sleep": 0.001}, "s", False, seconds,
+            about="the seed notebook's code (examples/futures.py), sleeps up to 1 ms, without startup"),
         Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
             about="scatter 100 MB numpy array, a task reading it on the other node, gather it back (2 nodes x 1 CPU)"),
     ]
@@ -392,6 +392,10 @@ def report(results, infos, meta, path):
         "`ray.cluster_utils.Cluster`; dask.distributed is a `LocalCluster` with the same CPUs "
         "(1 worker x 2 threads; 2 workers x 1 thread for the transfer).",
         "",
+        "The notebook row runs after the others, and the raydask engines are restarted after it: "
+        "its `priority=1` switches a raydask client to its client-side priority gate for the rest of "
+        "the client's life (`raydask/priority.py`), which would slow every later row.",
+        "",
     ]
     dash_info = infos.get("raydask+dashboard")
     if dash_info is not None and not dash_info.get("dashboard_module"):
@@ -556,6 +560,11 @@ def main(argv=None) -> int:
             else:
                 procs = pool.only([(e, row.config) for e in row.engines])
                 res = measure(row, procs, args.quick, reps, args.timeout, pool)
+                if row.workload == "notebook":
+                    # its priority=1 turned on raydask's priority gate for the rest of the
+                    # client's life: later rows get fresh raydask engines
+                    pool.drop("raydask")
+                    pool.drop("raydask+dashboard")
             results.append(res)
             say(summary_line(res))
         pool.close()
