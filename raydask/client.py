@@ -459,12 +459,12 @@ class Client:
         states = {}
         for f in futures_of(futures):
             states.setdefault(f.key, f._state)
-        for st in states.values():
+        for st in self._with_dependents(states).values():
             if st.status is not Status.PENDING:
                 continue
             # a task behind the priority gate is never ray.cancel-ed (its ticket may be pending)
             gated = self._gate is not None and self._gate.discard(st)
-            waiters = st.cancel(reason or "cancelled")
+            waiters = st.cancel(reason)
             with self._lock:
                 if self._states.get(st.key) is st:
                     del self._states[st.key]
@@ -476,6 +476,24 @@ class Client:
                     ray.cancel(st.ref, force=False, recursive=False)
                 except Exception:  # noqa: BLE001 - already finished or gone
                     pass
+
+    def _with_dependents(self, states: dict) -> dict:
+        """``states`` plus every pending key of this client that depends on one of them.
+
+        Dask cancels the dependents of a cancelled future too; Ray would run them
+        (or fail them with a cancellation error) without telling their futures.
+        """
+        with self._lock:
+            pending = [st for st in self._states.values() if st.deps and st.status is Status.PENDING]
+        wanted = dict(states)
+        grew = True
+        while grew:
+            grew = False
+            for st in pending:
+                if st.key not in wanted and any(d in wanted for d in st.deps):
+                    wanted[st.key] = st
+                    grew = True
+        return wanted
 
     def _safe_to_cancel(self, state) -> bool:
         refs = []

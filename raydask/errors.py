@@ -131,7 +131,7 @@ def unwrap(err: BaseException, key=None) -> BaseException:
         task's own exception could be recovered).
     """
     if isinstance(err, ray.exceptions.TaskCancelledError):
-        return FutureCancelledError(key, "cancelled")
+        return FutureCancelledError(key, None)
     if isinstance(err, ray.exceptions.GetTimeoutError):
         return TimeoutError(str(err))
     if isinstance(err, ray.exceptions.RayTaskError):

@@ -90,14 +90,14 @@ class FutureState:
         if isinstance(receipt, tuple):  # receipts travel as plain tuples
             return self.settle(Status.FINISHED, TaskRecord(*receipt))
         if isinstance(receipt, ray.exceptions.TaskCancelledError):
-            return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, "cancelled"))
+            return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, None))
         if isinstance(receipt, (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)):
             return self.settle(Status.LOST, exception=unwrap(receipt, self.key))
         if isinstance(receipt, BaseException):
             return self.settle(Status.ERROR, exception=unwrap(receipt, self.key))
         return self.settle(Status.FINISHED)
 
-    def cancel(self, reason="cancelled") -> list:
+    def cancel(self, reason=None) -> list:
         self.cancel_reason = reason
         return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, reason))
 
@@ -283,17 +283,13 @@ class Future:
             raise unwrap(err, st.key) from None
 
     def exception(self, timeout=None):
-        """Return the task's exception, or None if it succeeded (waits for the end).
+        """Return the task's exception, or None if it succeeded or was cancelled.
 
-        Differences from dask.distributed:
-            Raises ``CancelledError`` for a cancelled future, as
-            ``concurrent.futures`` does; Dask returns None.
+        Waits for the task to end, as Dask does.
         """
         from .keys import parse_timedelta
 
         st = self._state
-        if st.status is Status.CANCELLED:
-            raise st.exception
         if st.status is Status.PENDING:
             try:
                 value = ray.get(st.receipt, timeout=parse_timedelta(timeout))
@@ -302,8 +298,6 @@ class Future:
             except Exception as exc:  # noqa: BLE001
                 value = exc
             notify(st.settle_from_receipt(value), st)
-        if st.status is Status.CANCELLED:
-            raise st.exception
         return st.exception if st.status in (Status.ERROR, Status.LOST) else None
 
     def traceback(self, timeout=None):

@@ -185,9 +185,12 @@ class as_completed:
         self.update((future,))
 
     def count(self) -> int:
-        """Futures not yet yielded: still running, or done and waiting in the queue."""
+        """Distinct futures still running plus finished ones waiting in the queue (as Dask).
+
+        A future added twice counts once while it runs and twice once it is done.
+        """
         with self.lock:
-            return sum(self.futures.values()) + len(self.queue)
+            return len(self.futures) + len(self.queue)
 
     def is_empty(self) -> bool:
         return not self.count()
