@@ -13,7 +13,7 @@ priority, every task it submits goes through the :class:`Gate`::
     waiting ── every dependency held by the gate is done ──> ready heap
                                                              (-priority, generation, order)
           ┌──────────────────────────────────────────────────────┘
-          ▼  while CPUs in flight < the cluster's CPUs (ray.cluster_resources(), re-read ≤ 1/s)
+          ▼  while CPUs in flight < 1.1 x the cluster's CPUs (re-read ≤ 1/s), rounded up
     released: the ticket resolves and Ray schedules the task
           │  completion callback (raydask-settler thread)
           ▼
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import math
 import itertools
 import threading
 import time
@@ -48,6 +49,9 @@ import time
 import ray
 
 __all__ = ["Gate"]
+
+#: In-flight CPUs per cluster CPU (``distributed.scheduler.worker-saturation``).
+SATURATION = 1.1
 
 
 class _Held(enum.Enum):
@@ -185,7 +189,10 @@ class Gate:
             total = ray.cluster_resources().get("CPU", 1.0)
         except Exception:  # noqa: BLE001 - Ray is going away; keep the last value
             return
-        self._capacity = max(total, 1.0)
+        # Dask's worker-saturation (1.1): a few more tasks than CPUs, so a slot that
+        # frees finds the next task already in Ray instead of waiting a round trip
+        # (completion callback, ticket release, Ray scheduling) for it.
+        self._capacity = math.ceil(max(total, 1.0) * SATURATION)
 
     def _pump(self) -> None:
         go = []

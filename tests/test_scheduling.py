@@ -6,6 +6,7 @@ the Ray node executing it.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -13,6 +14,7 @@ import pytest
 import ray
 
 from raydask import KilledWorker
+from raydask.priority import SATURATION
 from raydask.scheduling import node_has, placement_options, task_options
 
 pytestmark = pytest.mark.multinode
@@ -187,9 +189,15 @@ def prio(multinode_client):
 
 
 def _block_every_slot(client, first=1.0, step=1.0):
-    n = int(ray.cluster_resources()["CPU"])
+    """Fill what the gate lets into Ray: every CPU, plus Dask's worker-saturation extra."""
+    blockers = [client.submit(stamp, "block-0", first, priority=1, pure=False)]
+    capacity = client._gate.stats()["capacity"]
+    assert capacity == math.ceil(ray.cluster_resources()["CPU"] * SATURATION)
     # staggered, so slots free one at a time and the order of starts is unambiguous
-    return [client.submit(stamp, f"block-{i}", first + i * step, priority=1, pure=False) for i in range(n)]
+    blockers += [client.submit(stamp, f"block-{i}", first + i * step, priority=1, pure=False)
+                 for i in range(1, capacity)]
+    assert client._gate.stats()["ready"] == 0
+    return blockers
 
 
 @pytest.mark.timeout(90)
