@@ -31,6 +31,7 @@ import ray.exceptions
 
 from .errors import FutureCancelledError, KilledWorker, unwrap
 from .events import TaskRecord
+from .keys import parse_timedelta  # at module level: result() is on the hot path
 
 __all__ = ["Future", "FutureState", "Status"]
 
@@ -268,8 +269,6 @@ class Future:
             FutureCancelledError: if the future was cancelled.
             TimeoutError: if ``timeout`` seconds pass first.
         """
-        from .keys import parse_timedelta
-
         st = self._state
         if st.status in (Status.CANCELLED, Status.ERROR, Status.LOST) and st.exception is not None:
             raise st.exception
@@ -287,8 +286,6 @@ class Future:
 
         Waits for the task to end, as Dask does.
         """
-        from .keys import parse_timedelta
-
         st = self._state
         if st.status is Status.PENDING:
             try:
