@@ -299,7 +299,7 @@ class Dispatcher:
         if options:
             return rf.options(num_returns=2, name=key, **options).remote(packed, *call_args)
         # The common case skips ``.options()``: it builds and validates a wrapper
-        # class per call, which cost a third of submit (benchmarks/RESULTS.md).
+        # class per call: 15-30 % of a submit when measured (benchmarks/).
         # ``_remote`` is what that wrapper calls, with the same two options.
         return rf._remote(args=(packed, *call_args), num_returns=2, name=key)
 
