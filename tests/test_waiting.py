@@ -39,7 +39,7 @@ def test_as_completed_add_count_and_the_seed_loop(client):
 
 
 def test_future_added_twice_is_yielded_twice(client):
-    f = client.submit(sleep_then, 1, 0.1, pure=False)
+    f = client.submit(sleep_then, 1, 1.0, pure=False)
     seq = as_completed([f])
     seq.add(f)
     assert seq.count() == 1  # as Dask: distinct pending futures
