@@ -93,6 +93,8 @@ def rows() -> list[Row]:
             about="add one 2-CPU worker and wait until it is up (then remove it)"),
         Row("notebook", "notebook", MAIN, LOCAL, {"sleep": 0.001}, {"sleep": 0.001}, "s", False, seconds,
             about="the seed notebook's code (examples/futures.py), sleeps up to 1 ms, without startup"),
+        Row("priority_throughput", "priority_throughput", MAIN, LOCAL, {"n": 2000}, {"n": 200}, "tasks/s", True,
+            per_second("n"), about="throughput with priority=1 on every task (Ray: plain throughput, it has no priorities)"),
         Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
             about="scatter 100 MB numpy array, a task reading it on the other node, gather it back (2 nodes x 1 CPU)"),
     ]
@@ -392,8 +394,8 @@ def report(results, infos, meta, path):
         "`ray.cluster_utils.Cluster`; dask.distributed is a `LocalCluster` with the same CPUs "
         "(1 worker x 2 threads; 2 workers x 1 thread for the transfer).",
         "",
-        "The notebook row runs after the others, and the raydask engines are restarted after it: "
-        "its `priority=1` switches a raydask client to its client-side priority gate for the rest of "
+        "The notebook and priority rows run after the others, and the raydask engines are restarted after "
+        "each: a `priority=` switches a raydask client to its client-side priority gate for the rest of "
         "the client's life (`raydask/priority.py`), which would slow every later row.",
         "",
     ]
@@ -560,7 +562,7 @@ def main(argv=None) -> int:
             else:
                 procs = pool.only([(e, row.config) for e in row.engines])
                 res = measure(row, procs, args.quick, reps, args.timeout, pool)
-                if row.workload == "notebook":
+                if row.workload in ("notebook", "priority_throughput"):
                     # its priority=1 turned on raydask's priority gate for the rest of the
                     # client's life: later rows get fresh raydask engines
                     pool.drop("raydask")
