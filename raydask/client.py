@@ -237,19 +237,24 @@ class Client:
         gate = self._gate
         if gate is None and priority is not None:
             gate = self._start_gate()
-        if gate is None:  # the default path: no priority= seen yet, nothing extra
-            ref, receipt = self._dispatcher.submit(func, key, packed, call_args, options)
-            state = FutureState(key, ref, receipt, tuple(d.key for d in deps))
-            with self._lock:
-                self._states[key] = state
-        else:
-            ticket, ticket_ref = gate.ticket()
-            ref, receipt = self._dispatcher.submit_gated(func, key, packed, call_args, options, ticket_ref)
-            state = FutureState(key, ref, receipt, tuple(d.key for d in deps))
-            with self._lock:
-                self._states[key] = state
+        ticket = None
+        if gate is not None:
             cpus = options.get("num_cpus", 1) if options else 1
-            gate.add(state, ticket, priority, deps, cpus, parse_timedelta(fifo_timeout))
+            # a free slot and nobody waiting in the gate: start now, as Dask would
+            if not gate.admit(deps, cpus):
+                ticket, ticket_ref = gate.ticket()
+        if ticket is None:  # the default path (no priority= seen yet) is just this
+            ref, receipt = self._dispatcher.submit(func, key, packed, call_args, options)
+        else:
+            ref, receipt = self._dispatcher.submit_gated(func, key, packed, call_args, options, ticket_ref)
+        state = FutureState(key, ref, receipt, tuple(d.key for d in deps))
+        with self._lock:
+            self._states[key] = state
+        if gate is not None:
+            if ticket is None:
+                gate.track(state, priority, cpus)
+            else:
+                gate.add(state, ticket, priority, deps, cpus, parse_timedelta(fifo_timeout))
         if self._events is not None:
             # the dashboard collects finished receipts in batches (raydask.dashboard.collect):
             # no per-task completion callback here; a watched future still reports at once

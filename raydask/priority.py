@@ -181,6 +181,43 @@ class Gate:
         entry.heap_key = entry.key()
         heapq.heappush(self._ready, (entry.heap_key, id(entry), entry))
 
+    def admit(self, deps, cpus=1.0) -> bool:
+        """Reserve a slot for a task that may start at once, skipping the ticket.
+
+        True when nothing waits in the gate ahead of it, none of its dependencies is
+        held, and a slot is free: then Dask would start it now too, and a ticket
+        would only cost two actor calls.  The caller submits it directly and calls
+        :meth:`track`.
+        """
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked > 1.0:
+                self._refresh(now)
+            while self._ready:
+                key, _, entry = self._ready[0]
+                if entry.held is _Held.READY and key == entry.heap_key:
+                    return False  # somebody is waiting: keep the order
+                heapq.heappop(self._ready)
+            for dep in deps:
+                parent = self._entries.get(id(dep))
+                if parent is not None and parent.held is not _Held.DONE:
+                    return False
+            if self._inflight > 0 and self._inflight + cpus > self._capacity:
+                return False
+            self._inflight += cpus
+            return True
+
+    def track(self, state, priority, cpus=1.0) -> None:
+        """Count an admitted task in flight until it settles."""
+        with self._lock:
+            entry = _Entry(state, None, priority or 0, self._generation, next(self._seq), float(cpus))
+            entry.held = _Held.RELEASED
+            self._entries[id(state)] = entry
+        if state.add_waiter(self._on_done):
+            state.watch(self._settler)
+        else:
+            self._on_done(state)
+
     # -- release ----------------------------------------------------------------------
     def _refresh(self, now) -> None:
         """Re-read the cluster's CPUs (it grows and shrinks) at most once a second."""
