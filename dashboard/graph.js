@@ -61,7 +61,15 @@ function addEdges(pairs) {
 
 async function updateGraph() {
   const since = graph.view === "tasks" ? graph.cursor : 0;
-  const reply = await RD.getJSON("/api/graph?since=" + since);
+  let reply;
+  if (window.firstGraph) {  // started by graph.html before Plotly loaded
+    const response = await window.firstGraph;
+    window.firstGraph = null;
+    if (!response.ok) throw new Error("/api/graph: HTTP " + response.status);
+    reply = await response.json();
+  } else {
+    reply = await RD.getJSON("/api/graph?since=" + since);
+  }
   if (reply.view !== graph.view || reply.view === "prefix") {  // a whole picture: start over
     graph.nodes.clear();
     graph.edgeX = [];
