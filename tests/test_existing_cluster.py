@@ -20,7 +20,7 @@ import psutil
 import pytest
 import ray
 
-from raydask import Client
+from raydask import Client, as_completed
 from raydask.cluster import RayCluster, local_ray_addresses, resolve_address
 
 pytestmark = pytest.mark.multinode
@@ -45,11 +45,11 @@ class RayStart:
         self.temp_dir = f"/tmp/rdx-{uuid.uuid4().hex[:6]}"  # short: Ray's socket paths have a limit
         self.procs = []
 
-    def start(self, *args, wait_for=None):
+    def start(self, *args, wait_for=None, auth="token"):
         cmd = [RAY, "start", "--block", "--num-cpus=1", "--object-store-memory=100000000",
                "--disable-usage-stats", *args]
         # Token auth as `ray start --head` turns it on by default; a joining node needs it said.
-        env = dict(os.environ, RAY_AUTH_MODE="token")
+        env = dict(os.environ, RAY_AUTH_MODE=auth)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
         self.procs.append(proc)
@@ -95,6 +95,14 @@ class RayStart:
         import shutil
 
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _client_server_port():
+    """A free port outside Ray's default worker ports (10002-19999), which ray start refuses."""
+    while True:
+        port = _free_port()
+        if not 10002 <= port <= 19999:
+            return port
 
 
 def _host():
@@ -229,3 +237,35 @@ def test_upload_file_on_a_joined_cluster(joined, tmp_path):
         return importlib.import_module(name).VALUE
 
     assert set(joined.gather(joined.map(read, range(4), pure=False))) == {"joined"}
+
+
+
+@pytest.mark.timeout(240)
+def test_join_through_ray_client(external, monkeypatch):
+    """``ray://`` goes through Ray Client, which in Ray 2.60 sends no auth token: the
+    cluster must run with ``RAY_AUTH_MODE=disabled`` (docs/migrating.md says so)."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    starter = RayStart()
+    try:
+        port, client_port = _free_port(), _client_server_port()
+        starter.start("--head", f"--port={port}", "--include-dashboard=false",
+                      f"--ray-client-server-port={client_port}", f"--temp-dir={starter.temp_dir}",
+                      auth="disabled")
+        _wait(lambda: f"{_host()}:{port}" in local_ray_addresses(), 120, "ray client head")
+        client = Client(address=f"ray://127.0.0.1:{client_port}", dashboard_address=None)
+        try:
+            assert isinstance(client.cluster, RayCluster)
+            x = client.submit(lambda v: v + 1, 1)
+            assert x.result(timeout=60) == 2 and x.status == "finished"
+            futures = client.map(lambda v: v * 10, range(5))
+            assert sorted(f.result() for f in as_completed(futures)) == [0, 10, 20, 30, 40]
+            assert client.gather(client.scatter({"a": 1, "b": 2})) == {"a": 1, "b": 2}
+            with pytest.raises(ZeroDivisionError):
+                client.submit(lambda: 1 / 0).result(timeout=60)
+        finally:
+            client.close()
+        assert not ray.is_initialized()
+        assert f"{_host()}:{port}" in local_ray_addresses()  # closing left the cluster up
+    finally:
+        starter.stop()
+        assert not starter.ours()
