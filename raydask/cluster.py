@@ -361,8 +361,15 @@ class LocalCluster(_ClusterBase):
         atexit.register(self.close)
         self._gcs_address = self._cluster.address
         self.upload_dir = tempfile.mkdtemp(prefix="raydask-upload-")
-        ray.init(address=self._gcs_address, log_to_driver=False, logging_level=logging.WARNING,
-                 job_config=_job_config(self.upload_dir))
+        try:
+            ray.init(address=self._gcs_address, log_to_driver=False, logging_level=logging.WARNING,
+                     job_config=_job_config(self.upload_dir))
+        except BaseException:
+            # the head is running: stop it, or a failed Client() leaves a Ray behind
+            self._cluster.shutdown()
+            atexit.unregister(self.close)
+            self.status = ClusterStatus.CLOSED
+            raise
         self.status = ClusterStatus.RUNNING
 
     # -- scaling ------------------------------------------------------------------

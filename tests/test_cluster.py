@@ -238,18 +238,3 @@ def test_restart_cancels_every_future_and_the_cluster_keeps_working(c):
     assert c.futures == {}
     assert c.submit(where, "after", pure=False).result(timeout=60) in alive_nodes()
 
-
-@pytest.mark.timeout(180)
-def test_client_on_a_local_cluster_object(no_client):
-    """``Client(LocalCluster(...))`` as in Dask: the client uses it, closing the client leaves it up."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
-        client = Client(cluster, dashboard_address=None)
-        assert client.cluster is cluster
-        assert len(client.scheduler_info()["workers"]) == 2
-        assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
-        client.close()
-        assert ray.is_initialized() and cluster.status.value == "running"
-        again = Client(cluster, dashboard_address=None)
-        assert again.submit(sum, [4]).result(timeout=60) == 4
-        again.close()
-    assert cluster.status.value == "closed" and not ray.is_initialized()

@@ -20,7 +20,7 @@ import psutil
 import pytest
 import ray
 
-from raydask import Client, as_completed
+from raydask import Client
 from raydask.cluster import RayCluster, local_ray_addresses, resolve_address
 
 pytestmark = pytest.mark.multinode
@@ -240,11 +240,47 @@ def test_upload_file_on_a_joined_cluster(joined, tmp_path):
 
 
 
-@pytest.mark.timeout(240)
-def test_join_through_ray_client(external, monkeypatch):
+_RAY_CLIENT_SCRIPT = """
+import sys, time
+import ray
+from raydask import Client, as_completed
+from raydask.cluster import RayCluster
+
+address = sys.argv[1]
+for attempt in range(3):  # Ray Client's proxy sometimes fails its first start under load
+    try:
+        client = Client(address=address, dashboard_address=None)
+        break
+    except (ConnectionError, ConnectionAbortedError) as exc:
+        print("retrying after", type(exc).__name__, flush=True)
+        if ray.is_initialized():
+            ray.shutdown()
+        time.sleep(3)
+else:
+    sys.exit("could not connect")
+assert isinstance(client.cluster, RayCluster)
+x = client.submit(lambda v: v + 1, 1)
+assert x.result(timeout=60) == 2 and x.status == "finished"
+futures = client.map(lambda v: v * 10, range(5))
+assert sorted(f.result() for f in as_completed(futures)) == [0, 10, 20, 30, 40]
+assert client.gather(client.scatter({"a": 1, "b": 2})) == {"a": 1, "b": 2}
+try:
+    client.submit(lambda: 1 / 0).result(timeout=60)
+except ZeroDivisionError:
+    pass
+else:
+    sys.exit("no ZeroDivisionError")
+client.close()
+assert not ray.is_initialized()
+print("RAY CLIENT OK")
+"""
+
+
+@pytest.mark.timeout(300)
+def test_join_through_ray_client(external, tmp_path):
     """``ray://`` goes through Ray Client, which in Ray 2.60 sends no auth token: the
-    cluster must run with ``RAY_AUTH_MODE=disabled`` (docs/migrating.md says so)."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    cluster must run with ``RAY_AUTH_MODE=disabled`` (docs/migrating.md says so).
+    The client runs in a subprocess: Ray Client mode installs process-wide hooks."""
     starter = RayStart()
     try:
         port, client_port = _free_port(), _client_server_port()
@@ -252,19 +288,13 @@ def test_join_through_ray_client(external, monkeypatch):
                       f"--ray-client-server-port={client_port}", f"--temp-dir={starter.temp_dir}",
                       auth="disabled")
         _wait(lambda: f"{_host()}:{port}" in local_ray_addresses(), 120, "ray client head")
-        client = Client(address=f"ray://127.0.0.1:{client_port}", dashboard_address=None)
-        try:
-            assert isinstance(client.cluster, RayCluster)
-            x = client.submit(lambda v: v + 1, 1)
-            assert x.result(timeout=60) == 2 and x.status == "finished"
-            futures = client.map(lambda v: v * 10, range(5))
-            assert sorted(f.result() for f in as_completed(futures)) == [0, 10, 20, 30, 40]
-            assert client.gather(client.scatter({"a": 1, "b": 2})) == {"a": 1, "b": 2}
-            with pytest.raises(ZeroDivisionError):
-                client.submit(lambda: 1 / 0).result(timeout=60)
-        finally:
-            client.close()
-        assert not ray.is_initialized()
+        script = tmp_path / "ray_client.py"
+        script.write_text(_RAY_CLIENT_SCRIPT)
+        env = dict(os.environ, RAY_AUTH_MODE="disabled")
+        env.pop("RAY_ADDRESS", None)
+        out = subprocess.run([sys.executable, str(script), f"ray://127.0.0.1:{client_port}"],
+                             capture_output=True, text=True, timeout=240, env=env)
+        assert "RAY CLIENT OK" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
         assert f"{_host()}:{port}" in local_ray_addresses()  # closing left the cluster up
     finally:
         starter.stop()
