@@ -30,8 +30,8 @@ from .events import EventLog, TaskRecord
 from .future import Future, FutureState, Settler, Status, notify
 from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename
 from .scheduling import (
-    Dispatcher, install_upload, node_has, node_resources, pack, placement_options, refresh, run_on_nodes,
-    task_options,
+    Dispatcher, _nbytes, install_upload, node_has, node_resources, pack, placement_options, refresh,
+    run_on_nodes, task_options,
 )
 
 __all__ = ["Client", "fire_and_forget", "futures_of"]
@@ -140,7 +140,7 @@ class Client:
 
     def __repr__(self):
         if self.status_enum is not ClientStatus.RUNNING:
-            return f"<Client: No scheduler connected>"
+            return "<Client: No scheduler connected>"
         table = worker_table()
         return (
             f"<Client: {self.scheduler_address!r} processes={len(table)} "
@@ -653,8 +653,6 @@ class Client:
         Differences from dask.distributed:
             Ray's nodes and their worker processes are not restarted.
         """
-        from .errors import FutureCancelledError as _Cancelled
-
         self._check_running()
         with self._lock:
             states = list(self._states.values())
@@ -668,7 +666,7 @@ class Client:
             if gate is not None and gate.discard(st):
                 stoppable.discard(st.key)  # see cancel: gated tasks are not ray.cancel-ed
             st.cancel_reason = "scheduler-restart"
-            waiters = st.settle(Status.CANCELLED, exception=_Cancelled(
+            waiters = st.settle(Status.CANCELLED, exception=FutureCancelledError(
                 st.key, "scheduler-restart", "Scheduler has restarted. Please re-run your work."), force=True)
             if self._events is not None:
                 self._events.finished(st.key, None, state="cancelled")
@@ -733,12 +731,6 @@ def _failed(state) -> bool:
         return False
     except ray.exceptions.RayError:
         return True
-
-
-def _nbytes(value) -> int:
-    from .scheduling import _nbytes as nbytes
-
-    return nbytes(value)
 
 
 def futures_of(obj) -> list:

@@ -29,7 +29,7 @@ import threading
 import ray
 import ray.exceptions
 
-from .errors import FutureCancelledError, KilledWorker, unwrap
+from .errors import FutureCancelledError, unwrap
 from .events import TaskRecord
 from .keys import parse_timedelta  # at module level: result() is on the hot path
 
