@@ -27,7 +27,7 @@ from . import worker as _worker
 from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
 from .errors import FutureCancelledError, unwrap
 from .events import EventLog, TaskRecord
-from .future import Future, FutureState, Settler, Status, notify
+from .future import Future, FutureState, Settler, Status, notify, quick
 from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename
 from .scheduling import (
     Dispatcher, _nbytes, install_upload, node_has, node_resources, pack, placement_options, refresh,
@@ -710,7 +710,9 @@ class Client:
         self.close()
 
     # -- events for progress and the dashboard ----------------------------------------
+    @quick
     def _record(self, state):
+        """Tell the event log how a key ended (quick: it may run on Ray's callback thread)."""
         events = self._events
         if events is None:
             return
@@ -773,7 +775,7 @@ def fire_and_forget(obj):
         st = f._state
         with client._lock:
             client._keep_alive.add(st)
-        if st.add_waiter(lambda s, c=client: c._keep_alive.discard(s)):
+        if st.add_waiter(quick(lambda s, c=client: c._keep_alive.discard(s))):
             st.watch(client._settler)
         else:
             client._keep_alive.discard(st)

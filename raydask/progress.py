@@ -11,7 +11,7 @@ import threading
 import time
 from collections import defaultdict
 
-from .future import Status
+from .future import Status, quick
 from .keys import key_split
 from .waiting import _watch
 
@@ -41,16 +41,18 @@ class _Tracker:
         self._states = {}
         for f in futures:
             self._states.setdefault(f.key, f)
-        for key, f in self._states.items():
-            self.total[group_by(key)] += 1
-        self._group_by = group_by
+        self._group = {key: group_by(key) for key in self._states}  # group_by may be the user's
+        for group in self._group.values():
+            self.total[group] += 1
         for key, f in self._states.items():
             if not _watch(f, self._on_done):
                 self._on_done(f._state)
 
+    @quick
     def _on_done(self, state):
+        """Count one finished future (quick: it may run on Ray's callback thread)."""
         with self.cond:
-            group = self._group_by(state.key)
+            group = self._group[state.key]
             self.done[group] += 1
             if state.status in (Status.ERROR, Status.LOST):
                 self.erred[group] += 1

@@ -319,25 +319,44 @@ class Dispatcher:
 
 
 # -- whole-cluster helpers for the client ------------------------------------------
-def refresh(states) -> None:
-    """Settle every state whose task has ended, with two Ray calls in all."""
-    import ray.exceptions
+def refresh(states, num_returns=None, timeout=0) -> int:
+    """Settle the states whose tasks have ended, with two Ray calls in all; return how many.
 
-    from .future import Status, notify
+    With ``timeout`` (seconds, None for no limit), first wait in Ray (the GIL is
+    released there) until ``num_returns`` of them ended (default: all).  One
+    ``ray.wait`` over many receipts is how ``wait`` and ``as_completed`` learn
+    about completions: a completion callback per task would run on Ray's I/O
+    thread and hold it up behind the GIL (measured: 10 % fewer tasks/s).
+    """
+    from .future import Status
 
-    pending = [st for st in states if st.status is Status.PENDING and st.receipt is not None]
-    if not pending:
-        return
-    ready, _ = ray.wait([st.receipt for st in pending], num_returns=len(pending), timeout=0,
-                        fetch_local=False)
-    done = {r for r in ready}
-    for st in pending:
-        if st.receipt in done:
+    by_ref = {st.receipt: st for st in states if st.status is Status.PENDING and st.receipt is not None}
+    return harvest(by_ref, num_returns, timeout)
+
+
+def harvest(by_ref: dict, num_returns=None, timeout=0) -> int:
+    """:func:`refresh` for a ready-made ``{receipt ref: state}`` of pending states."""
+    from .future import notify
+
+    if not by_ref:
+        return 0
+    n = len(by_ref) if num_returns is None else max(1, min(num_returns, len(by_ref)))
+    ready, _ = ray.wait(list(by_ref), num_returns=n, timeout=timeout, fetch_local=False)
+    if not ready:
+        return 0
+    try:
+        values = ray.get(ready)
+    except Exception:  # noqa: BLE001 - some task failed: fetch one by one to see which
+        values = []
+        for ref in ready:
             try:
-                value = ray.get(st.receipt)
+                values.append(ray.get(ref))
             except Exception as exc:  # noqa: BLE001 - the failure is the answer
-                value = exc
-            notify(st.settle_from_receipt(value), st)
+                values.append(exc)
+    for ref, value in zip(ready, values):
+        st = by_ref[ref]
+        notify(st.settle_from_receipt(value), st)
+    return len(ready)
 
 
 def _call_on_node(function, args, kwargs):

@@ -1,8 +1,16 @@
-"""``wait`` and ``as_completed``: waiters installed on futures, woken by Ray's callbacks.
+"""``wait`` and ``as_completed``: the waiting thread waits in Ray, for many futures at once.
 
-As in ``concurrent.futures``, nothing polls: each future gets a waiter that the
-settler thread calls when the task's receipt arrives, and the waiting thread
-sleeps on one Condition until enough waiters fired.
+A thread blocked in ``wait`` or in ``next(as_completed)`` asks Ray with one
+``ray.wait`` over the receipts of all the futures it still waits for (Ray
+releases the GIL while it waits) and settles what ended in one batch
+(:func:`raydask.scheduling.refresh`).  No completion callback runs per task:
+those run on Ray's I/O thread and hold it up behind the GIL, which cost 10 % of
+the tasks per second on two cores.  Each Ray wait lasts at most ``TICK``
+seconds, so a future cancelled or added by another thread is seen promptly.
+
+``as_completed`` also installs a quick waiter on each future (no Ray call), so a
+future settled by anyone else (``cancel``, ``progress``, a status check) joins
+its queue at once.
 """
 
 from __future__ import annotations
@@ -12,8 +20,11 @@ import time
 from collections import defaultdict, deque
 from concurrent.futures import CancelledError
 
-from .future import Future, Status, notify
+import ray
+
+from .future import Future, Status, quick
 from .keys import parse_timedelta
+from .scheduling import refresh
 
 __all__ = ["as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
 
@@ -21,9 +32,27 @@ ALL_COMPLETED = "ALL_COMPLETED"
 FIRST_COMPLETED = "FIRST_COMPLETED"
 FIRST_EXCEPTION = "FIRST_EXCEPTION"
 
+TICK = 0.1  # longest single wait in Ray: how soon another thread's cancel or add is seen
+
+
+def _window(n: int) -> float:
+    """How long ``as_completed`` collects endings for one Ray call over ``n`` futures.
+
+    A Ray wait costs about 0.2 µs per future it looks at, so the more futures
+    are pending, the more endings one call should gather: 10 µs per pending
+    future, at most 20 ms (from 2,000 up).  Measured on 2 CPUs with 2,000 no-op
+    tasks: a 5 ms cap gave 0.95x a raw ``ray.wait`` loop's rate, 20 ms 1.02x,
+    50 ms 1.04x; a handful of futures waits a fraction of a millisecond.
+    """
+    return 0.0 if n < 2 else min(0.02, n * 1e-5)
+
 
 def _watch(future: Future, waiter) -> bool:
-    """Install ``waiter`` on ``future``; False if it is already done (no call made)."""
+    """Install ``waiter`` on ``future`` and ask Ray to call back when it ends.
+
+    False if it is already done (no call made).  For ``progress``, which has no
+    thread of its own waiting in Ray.
+    """
     st = future._state
     if st.status is not Status.PENDING:
         return False
@@ -82,46 +111,29 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
     if return_when not in (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION):
         raise ValueError(f"return_when must be ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION, got {return_when!r}")
     limit = parse_timedelta(timeout)
-    cond = threading.Condition()
-    pending = {}
-    fired = []
-
-    def waiter(state):
-        with cond:
-            fired.append(state)
-            cond.notify()
-
-    for f in fs:
-        st = f._state
-        if id(st) not in pending:
-            if _watch(f, waiter):
-                pending[id(st)] = st
-            else:
-                notify(st.poll(), st)
-    states = list(pending.values())
+    states = list({id(f._state): f._state for f in fs}.values())
 
     def satisfied():
         remaining = [st for st in states if st.status is Status.PENDING]
         if not remaining:
             return True
         if return_when == FIRST_COMPLETED:
-            return len(remaining) < len(states) or any(f._state.status is not Status.PENDING for f in fs)
+            return len(remaining) < len(states)
         if return_when == FIRST_EXCEPTION:
-            return any(f._state.status is Status.ERROR for f in fs)
+            return any(st.status is Status.ERROR for st in states)
         return False
 
+    # FIRST_COMPLETED needs one ending; the others learn of endings in batches
+    want = 1 if return_when == FIRST_COMPLETED else None
     deadline = None if limit is None else time.monotonic() + limit
-    try:
-        with cond:
-            while not satisfied():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    n = sum(st.status is Status.PENDING for st in states)
-                    raise TimeoutError(f"{n} of {len(fs)} futures did not finish within {timeout!r}")
-                cond.wait(left)
-    finally:
-        for st in states:
-            st.remove_waiter(waiter)
+    refresh(states)
+    while not satisfied():
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            n = sum(st.status is Status.PENDING for st in states)
+            raise TimeoutError(f"{n} of {len(fs)} futures did not finish within {timeout!r}")
+        pending = [st for st in states if st.status is Status.PENDING]
+        refresh(pending, want, TICK if left is None else min(TICK, left))
     done = {f for f in fs if f._state.status is not Status.PENDING}
     return DoneAndNotDoneFutures(done, {f for f in fs if f not in done})
 
@@ -145,40 +157,52 @@ class as_completed:
     """
 
     def __init__(self, futures=None, loop=None, with_results=False, raise_errors=True, *, timeout=None):
-        self.futures = defaultdict(int)
-        self.queue = deque()
+        self.futures = defaultdict(int)  # still running: future -> times added
+        self.queue = deque()  # done, not yet yielded (a future added twice: twice)
         self.lock = threading.Lock()
         self.condition = threading.Condition(self.lock)
         self.with_results = with_results
         self.raise_errors = raise_errors
         limit = parse_timedelta(timeout)
         self._deadline = None if limit is None else time.monotonic() + limit
+        self._harvesting = False  # a thread is waiting in Ray on this iterator's behalf
+        self._by_state = {}  # state -> its futures in self.futures
+        self._by_ref = {}  # value ref -> state, for the states in self._by_state
+        self._refs = []  # the value refs to ask Ray about (some may have settled meanwhile)
         if futures:
             self.update(futures)
 
-    def _ready(self, future):
+    @quick
+    def _ready(self, state):
+        """``state`` settled: queue its futures (runs wherever it settled; a short lock)."""
         with self.condition:
-            count = self.futures.get(future)
-            if not count:
-                return
-            if count == 1:
-                del self.futures[future]
-            else:
-                self.futures[future] = count - 1
-            self.queue.append(future)
-            self.condition.notify()
+            self._by_ref.pop(state.ref, None)
+            for f in self._by_state.pop(state, ()):
+                self.queue.extend([f] * self.futures.pop(f, 0))
+            self.condition.notify_all()
 
     def update(self, futures):
         """Add several futures; each is yielded once it finishes."""
         futures = _check_futures(futures, "as_completed")
-        later = []
-        with self.lock:
+        watch = []
+        with self.condition:
             for f in futures:
+                if f._state.status is not Status.PENDING:
+                    self.queue.append(f)
+                    continue
+                same = self._by_state.get(f._state)
+                if same is None:
+                    same = self._by_state[f._state] = []
+                    self._by_ref[f._state.ref] = f._state
+                    self._refs.append(f._state.ref)
+                    watch.append(f._state)
+                if f not in self.futures:
+                    same.append(f)
                 self.futures[f] += 1
-                later.append(f)
-        for f in later:
-            if not _watch(f, lambda _st, f=f: self._ready(f)):
-                self._ready(f)
+            self.condition.notify_all()
+        for st in watch:
+            if not st.add_waiter(self._ready):  # settled in the meantime
+                self._ready(st)
 
     def add(self, future):
         """Add one future; it is yielded once it finishes (twice if added twice)."""
@@ -196,6 +220,7 @@ class as_completed:
         return not self.count()
 
     def has_ready(self) -> bool:
+        self._harvest(block=False)
         with self.lock:
             return bool(self.queue)
 
@@ -205,6 +230,47 @@ class as_completed:
 
     def __iter__(self):
         return self
+
+    def _harvest(self, block=True, left=None) -> None:
+        """Ask Ray which of our futures ended and queue them.
+
+        Blocking, it collects whatever ends within a short window (:func:`_window`),
+        else waits in Ray up to ``TICK`` (or ``left``) for the first: one Ray call per
+        handful of completions, where a loop of ``ray.wait(num_returns=1)`` makes
+        one per completion.  It waits on the values' refs (without fetching them)
+        and does not settle the futures: a yielded future settles when asked
+        (``status``, ``result``), so the loop costs no receipt per future.  One
+        thread harvests at a time; others wait on the condition.
+        """
+        with self.condition:
+            if self._harvesting:
+                if block:
+                    self.condition.wait(TICK if left is None else min(TICK, left))
+                return
+            self._harvesting = True
+            refs, self._refs = self._refs, []
+        ready = []
+        try:
+            if refs:
+                if not block:
+                    ready, refs = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+                else:
+                    ready, refs = ray.wait(refs, num_returns=len(refs), timeout=_window(len(refs)),
+                                           fetch_local=False)
+                    if not ready:
+                        wait = TICK if left is None else max(0.0, min(TICK, left))
+                        ready, refs = ray.wait(refs, num_returns=1, timeout=wait, fetch_local=False)
+        finally:
+            with self.condition:
+                self._harvesting = False
+                by_ref = self._by_ref
+                self._refs = [r for r in refs if r in by_ref] + self._refs
+                for ref in ready:
+                    state = by_ref.pop(ref, None)
+                    if state is not None:
+                        for f in self._by_state.pop(state, ()):
+                            self.queue.extend([f] * self.futures.pop(f, 0))
+                self.condition.notify_all()
 
     def _result(self, future):
         if not self.with_results:
@@ -219,15 +285,17 @@ class as_completed:
             return future, (type(exc), exc, exc.__traceback__)  # Dask yields exc_info
 
     def __next__(self):
-        with self.condition:
-            while not self.queue:
+        while True:
+            with self.condition:
+                if self.queue:
+                    future = self.queue.popleft()
+                    break
                 if not self.futures:
                     raise StopIteration()
                 left = None if self._deadline is None else self._deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(f"as_completed: no future finished before the timeout; {len(self.futures)} still pending")
-                self.condition.wait(left)
-            future = self.queue.popleft()
+            self._harvest(block=True, left=left)
         return self._result(future)  # outside the lock: fetching may take a moment
 
     next = __next__
@@ -235,6 +303,7 @@ class as_completed:
     def next_batch(self, block=True):
         """All futures that are done now; with ``block``, wait for at least one."""
         batch = [next(self)] if block else []
+        self._harvest(block=False)
         with self.lock:
             ready = list(self.queue)
             self.queue.clear()
@@ -252,4 +321,7 @@ class as_completed:
         """Forget every future, done or not."""
         with self.lock:
             self.futures.clear()
+            self._by_state.clear()
+            self._by_ref.clear()
+            self._refs.clear()
             self.queue.clear()
