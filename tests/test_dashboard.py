@@ -402,3 +402,28 @@ def test_cli_dashboard_in_another_process_shows_the_published_graph(dash_client)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.timeout(90)
+def test_publisher_sends_events_only_while_a_dashboard_in_another_process_reads(dash_client):
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    from raydask.dashboard.publish import NAMESPACE, VIEWER_KEY, ClusterLog, Publisher
+    from raydask.events import EventLog, TaskRecord
+
+    _internal_kv_del(VIEWER_KEY, namespace=NAMESPACE)  # no reader yet (an earlier test had one)
+    events = EventLog()
+    events.submitted("solo-1", ())
+    events.finished("solo-1", TaskRecord("int", 28, 1.0, 2.0, "n", 1))
+    publisher = Publisher(events, "test-viewer", interval=0.05)
+    publisher.start()
+    try:
+        time.sleep(0.5)  # ten intervals with nobody reading
+        assert publisher._actor is None
+        log = ClusterLog(refresh=0)
+        seen = _wait_for(lambda: {e.key: e.state for e in log.snapshot()[1]},
+                         lambda states: "solo-1" in states, timeout=30)
+        assert seen["solo-1"] == "memory"
+        assert publisher._actor is not None
+    finally:
+        publisher.stop()

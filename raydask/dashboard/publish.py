@@ -1,15 +1,22 @@
 """Clients publish their task graph to the cluster, for ``raydask dashboard --address``.
 
 Ray's state has no task-dependency edges, so a dashboard in another process
-cannot rebuild the graph from Ray.  Each client with a dashboard therefore
-keeps a named actor, ``raydask-events-<client id>`` in namespace ``raydask``,
-and a thread that sends it the event log's changes every half second, off the
-submit path.  The actor is owned by the client and dies with it.
+cannot rebuild the graph from Ray.  Each client with a dashboard therefore has
+a thread that, while such a dashboard is open, sends the event log's changes
+every half second to a named actor, ``raydask-events-<client id>`` in namespace
+``raydask``, off the submit path.  The actor is owned by the client and dies
+with it.
 
 A separate process (the CLI) finds every such actor with
 ``ray.util.list_named_actors`` and mirrors their logs into a :class:`ClusterLog`,
 which has the :class:`~raydask.events.EventLog` reading interface
 (``snapshot(since)``, ``cursor``, ``started``) that the dashboard's source needs.
+
+Publishing costs the client CPU for every task (collecting receipts, sending
+rows), so it happens only while somebody looks: each :class:`ClusterLog` read
+leaves a timestamp in Ray's internal key-value store (``VIEWER_KEY``), and a
+publisher that finds none younger than ``VIEWER_TTL`` seconds only checks the
+timestamp again.  The first batch after a pause is the whole log.
 """
 
 from __future__ import annotations
@@ -29,6 +36,23 @@ logger = logging.getLogger("raydask.dashboard")
 
 NAMESPACE = "raydask"
 ACTOR_PREFIX = "raydask-events-"
+VIEWER_KEY = b"dashboard-viewer"  # in NAMESPACE of Ray's internal KV: when a ClusterLog last read
+VIEWER_TTL = 30.0  # seconds after the last read that clients keep publishing
+
+
+def mark_viewer() -> None:
+    """Tell every client's publisher that a dashboard in another process is reading."""
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(VIEWER_KEY, repr(time.time()).encode(), namespace=NAMESPACE)
+
+
+def viewer_seen() -> float | None:
+    """When a :class:`ClusterLog` last read (``time.time()``), or None if never."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    value = _internal_kv_get(VIEWER_KEY, namespace=NAMESPACE)
+    return float(value) if value else None
 _FIELDS = ("key", "prefix", "deps", "submitted", "state", "priority", "error")
 
 
@@ -96,9 +120,15 @@ class Publisher:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.flush()
+                if self.watched():
+                    self.flush()
             except Exception:  # noqa: BLE001 - the dashboard must never break the client
                 logger.debug("publishing task events failed", exc_info=True)
+
+    def watched(self) -> bool:
+        """Whether a dashboard in another process read recently (one GCS call)."""
+        seen = viewer_seen()
+        return seen is not None and time.time() - seen < VIEWER_TTL
 
     def flush(self) -> int:
         """Send what changed since the last batch; returns the number of events sent."""
@@ -147,6 +177,7 @@ class ClusterLog:
         if time.monotonic() - self._last < self.refresh:
             return
         self._last = time.monotonic()
+        mark_viewer()  # clients publish while somebody reads
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                  if a.get("namespace") == NAMESPACE and a["name"].startswith(ACTOR_PREFIX)]
         for name in names:
