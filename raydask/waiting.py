@@ -177,9 +177,13 @@ class as_completed:
         """``state`` settled: queue its futures (runs wherever it settled; a short lock)."""
         with self.condition:
             self._by_ref.pop(state.ref, None)
-            for f in self._by_state.pop(state, ()):
-                self.queue.extend([f] * self.futures.pop(f, 0))
+            self._queue_futures_of(state)
             self.condition.notify_all()
+
+    def _queue_futures_of(self, state):
+        """Move ``state``'s futures from running to the queue (hold the lock)."""
+        for f in self._by_state.pop(state, ()):
+            self.queue.extend([f] * self.futures.pop(f, 0))
 
     def update(self, futures):
         """Add several futures; each is yielded once it finishes."""
@@ -268,8 +272,7 @@ class as_completed:
                 for ref in ready:
                     state = by_ref.pop(ref, None)
                     if state is not None:
-                        for f in self._by_state.pop(state, ()):
-                            self.queue.extend([f] * self.futures.pop(f, 0))
+                        self._queue_futures_of(state)
                 self.condition.notify_all()
 
     def _result(self, future):
