@@ -344,19 +344,24 @@ def harvest(by_ref: dict, num_returns=None, timeout=0) -> int:
     ready, _ = ray.wait(list(by_ref), num_returns=n, timeout=timeout, fetch_local=False)
     if not ready:
         return 0
+    for ref, value in zip(ready, outcomes(ready)):
+        st = by_ref[ref]
+        notify(st.settle_from_receipt(value), st)
+    return len(ready)
+
+
+def outcomes(refs) -> list:
+    """The values of finished ``refs``, a failed one's exception in its place (one get if none failed)."""
     try:
-        values = ray.get(ready)
+        return ray.get(refs)
     except Exception:  # noqa: BLE001 - some task failed: fetch one by one to see which
         values = []
-        for ref in ready:
+        for ref in refs:
             try:
                 values.append(ray.get(ref))
             except Exception as exc:  # noqa: BLE001 - the failure is the answer
                 values.append(exc)
-    for ref, value in zip(ready, values):
-        st = by_ref[ref]
-        notify(st.settle_from_receipt(value), st)
-    return len(ready)
+        return values
 
 
 def _call_on_node(function, args, kwargs):

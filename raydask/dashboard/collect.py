@@ -17,6 +17,7 @@ import ray.exceptions
 
 from ..errors import unwrap
 from ..events import TaskRecord
+from ..scheduling import outcomes
 
 __all__ = ["collect"]
 
@@ -34,16 +35,7 @@ def collect(events, limit: int = 20_000) -> int:
         if not ready:
             return 0
         key_of = {ref: key for key, ref in items}
-        try:
-            values = ray.get(ready)
-        except Exception:  # noqa: BLE001 - some task failed: fetch one by one to see which
-            values = []
-            for ref in ready:
-                try:
-                    values.append(ray.get(ref))
-                except Exception as exc:  # noqa: BLE001
-                    values.append(exc)
-        for ref, value in zip(ready, values):
+        for ref, value in zip(ready, outcomes(ready)):
             _record(events, key_of[ref], value)
         return len(ready)
 
