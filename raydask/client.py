@@ -28,7 +28,7 @@ from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
 from .errors import FutureCancelledError, unwrap
 from .events import EventLog, TaskRecord
 from .future import Future, FutureState, Settler, Status, notify, quick
-from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename
+from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
 from .scheduling import (
     Dispatcher, _nbytes, install_upload, node_has, node_resources, pack, placement_options, refresh,
     run_on_nodes, task_options,
@@ -221,8 +221,8 @@ class Client:
                 key = f"{funcname(func)}-{tokenize(func, kwargs, *args)}"
             else:
                 key = f"{funcname(func)}-{uuid.uuid4()}"
-        elif not isinstance(key, (str, bytes, int, float, tuple)):
-            raise TypeError(f"key must be a string, bytes, number or tuple, got {key!r}")
+        else:
+            validate_key(key)
         with self._lock:
             state = self._states.get(key)
             if state is not None:
@@ -338,6 +338,8 @@ class Client:
         if isinstance(key, list):
             if len(key) != len(calls):
                 raise ValueError(f"map got {len(key)} keys for {len(calls)} calls")
+            for k in key:
+                validate_key(k)
             keys = key
         else:
             prefix = key or funcname(func)

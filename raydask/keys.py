@@ -16,7 +16,7 @@ from operator import methodcaller
 
 import cloudpickle
 
-__all__ = ["funcname", "key_split", "tokenize", "typename", "format_bytes"]
+__all__ = ["funcname", "key_split", "tokenize", "typename", "format_bytes", "validate_key"]
 
 _ATOMS = (int, float, str, bytes, bool, complex, type(None))
 _FunctionType = type(lambda: None)
@@ -98,6 +98,25 @@ def typename(typ) -> str:
     if not typ.__module__ or typ.__module__ == "builtins":
         return typ.__qualname__
     return f"{typ.__module__}.{typ.__qualname__}"
+
+
+def validate_key(key) -> None:
+    """Accept what Dask accepts as a key: a str, int or float, or a tuple of keys.
+
+    Raises:
+        TypeError: naming the key, as ``dask.core.validate_key`` does.
+    """
+    typ = type(key)
+    if typ in (str, int, float):
+        return
+    if typ is tuple:
+        for index, part in enumerate(key):
+            try:
+                validate_key(part)
+            except TypeError as e:
+                raise TypeError(f"Composite key contains unexpected key type at {index=} ({key=!r})") from e
+        return
+    raise TypeError(f"Unexpected key type {typ} ({key=!r})")
 
 
 _HEX8 = re.compile("^[0-9a-f]{8}$")

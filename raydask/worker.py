@@ -105,7 +105,9 @@ class WorkerInfo:
 
     Differences from dask.distributed:
         Not a ``distributed.Worker``: it has ``address``, ``name``, ``id``,
-        ``node_id``, ``pid``, ``nthreads`` and ``get_current_task()``.
+        ``node_id``, ``pid``, ``nthreads`` and ``get_current_task()``, which
+        gives a key that is not a string as text (``"('x', 1)"``): it is the
+        Ray task's name.
     """
 
     def __init__(self):

@@ -207,6 +207,23 @@ def test_explicit_key_wins(impl):
     assert f.result() == 2
 
 
+@pytest.mark.parametrize("key", ["k-str", 5, 1.5, ("k-tuple", 1), ("k-nested", (2, "x"))])
+def test_keys_may_be_text_numbers_or_tuples(impl, key):
+    f = impl.client.submit(inc, 1, key=key)
+    assert f.key == key
+    assert f.result() == 2
+    assert f"key: {key}>" in repr(f)
+
+
+@pytest.mark.parametrize("key", [b"k-bytes", ("k", b"x"), ["k"], None.__class__])
+def test_other_keys_are_a_type_error_naming_them(impl, key):
+    with pytest.raises(TypeError) as info:
+        impl.client.submit(inc, 1, key=key)
+    if impl.name == "raydask" or not isinstance(key, list):  # Dask: "unhashable type: 'list'"
+        assert repr(key) in str(info.value)
+    assert impl.client.submit(inc, 2).result() == 3
+
+
 def test_lambda_key_prefix(impl):
     f = impl.client.submit(lambda x: x * 3, 2)
     assert f.key.startswith("lambda-")
