@@ -7,8 +7,8 @@ placeholder in the structure; the task rebuilds it with the resolved values.
 So Ray tracks each dependency, moves its data straight to the worker that needs
 it, and nothing travels through the client.
 
-Each user callable becomes one Ray remote function (cached), which returns two
-objects: the value and a small receipt ``(type, nbytes, start, stop, node, pid)``.
+Each user callable becomes a Ray remote function (cached; a second one for
+calls with kwargs or containers), which returns two objects: the value and a small receipt ``(type, nbytes, start, stop, node, pid)``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 
 import ray
 
+from .direct import DirectSubmitter
 from .errors import capture
 from .keys import funcname, typename
 
@@ -144,10 +145,10 @@ def _nbytes(value) -> int:
         return 0
 
 
-def make_task_function(func):
-    """Wrap ``func`` as the Ray remote function that runs it and writes a receipt."""
+def _runner(func):
+    """``run(packed, args)``: call ``func`` and return ``(value, receipt)``."""
 
-    def run(packed, *args):
+    def run(packed, args):
         start = time.time()
         try:
             if packed is None:
@@ -164,30 +165,45 @@ def make_task_function(func):
             raise err
         return result, (typename(type(result)), _nbytes(result), start, time.time(), _node_id(), os.getpid())
 
-    name = funcname(func)
-    run.__name__ = run.__qualname__ = name
+    return run
+
+
+def _remote(run, func):
+    run.__name__ = run.__qualname__ = funcname(func)
     run.__module__ = "raydask.task"
     return ray.remote(run)
 
 
+def make_task_function(func, packed=False):
+    """Wrap ``func`` as the Ray remote function that runs it and writes a receipt.
+
+    With ``packed=False`` the task takes ``func``'s positional arguments as they
+    are; with ``packed=True`` its first argument is :func:`pack`'s structure and
+    the rest are the refs it points to.  Two functions, because every argument
+    costs: an extra ``None`` per call took a fifth of a submit (10 µs, measured).
+    """
+    run = _runner(func)
+    if packed:
+        return _remote(lambda packed, *args: run(packed, args), func)
+    return _remote(lambda *args: run(None, args), func)
+
+
 def make_gated_task_function(func):
-    """Like :func:`make_task_function`, with a priority gate's ticket as first argument.
+    """Like :func:`make_task_function` (packed), with a priority gate's ticket first.
 
     Ray starts the task only once the ticket resolved (:mod:`raydask.priority`);
     a ticket resolved to False means the task was cancelled while held.
     """
-    inner = make_task_function(func)._function
+    run = _runner(func)
 
-    def run(ticket, packed, *args):
+    def gated(ticket, packed, *args):
         if ticket is not True:
             from concurrent.futures import CancelledError
 
             raise CancelledError("cancelled before it started")
-        return inner(packed, *args)
+        return run(packed, args)
 
-    run.__name__ = run.__qualname__ = funcname(func)
-    run.__module__ = "raydask.task"
-    return ray.remote(run)
+    return _remote(gated, func)
 
 
 def task_options(resources=None, retries=None, placement=None) -> dict:
@@ -279,29 +295,47 @@ class Dispatcher:
 
     def __init__(self):
         self._functions: dict = {}
+        self._packed: dict = {}
         self._gated: dict = {}
+        self._direct: dict = {}  # remote function -> DirectSubmitter, or False where it does not apply
 
-    def remote_function(self, func):
+    def remote_function(self, func, packed=False):
+        cache = self._packed if packed else self._functions
         try:
-            return self._functions[func]
+            return cache[func]
         except KeyError:
-            rf = self._functions[func] = make_task_function(func)
+            rf = cache[func] = make_task_function(func, packed)
             return rf
         except TypeError:  # unhashable callable
-            entry = self._functions.get(id(func))
+            entry = cache.get(id(func))
             if entry is None or entry[0] is not func:
-                entry = self._functions[id(func)] = (func, make_task_function(func))
+                entry = cache[id(func)] = (func, make_task_function(func, packed))
             return entry[1]
 
     def submit(self, func, key, packed, call_args, options=None):
         """Start the task; return ``(value_ref, receipt_ref)``."""
-        rf = self.remote_function(func)
+        name = key if type(key) is str else str(key)  # Ray task names are text
+        if packed is None:
+            rf, args = self.remote_function(func), call_args
+        else:
+            rf, args = self.remote_function(func, packed=True), (packed, *call_args)
         if options:
-            return rf.options(num_returns=2, name=key, **options).remote(packed, *call_args)
-        # The common case skips ``.options()``: it builds and validates a wrapper
-        # class per call: 15-30 % of a submit when measured (benchmarks/).
-        # ``_remote`` is what that wrapper calls, with the same two options.
-        return rf._remote(args=(packed, *call_args), num_returns=2, name=key)
+            return rf.options(num_returns=2, name=name, **options).remote(*args)
+        direct = self._direct.get(rf)
+        if direct:
+            try:
+                refs = direct.submit(args, name)
+            except TypeError:  # not the submit_task this was written for: never again
+                self._direct[rf] = False
+                refs = None
+            if refs is not None:
+                return refs
+        # ``_remote`` is what ``.remote()`` and ``.options()`` call, without their
+        # per-call wrapper class (15-30 % of a submit, measured in benchmarks/).
+        refs = rf._remote(args=args, num_returns=2, name=name)
+        if direct is None:  # exported now: from the next call on, go direct (raydask.direct)
+            self._direct[rf] = DirectSubmitter.create(rf, 2) or False
+        return refs
 
     def submit_gated(self, func, key, packed, call_args, options, ticket):
         """Start a task that Ray runs only once ``ticket`` resolves (priority gate)."""
@@ -311,11 +345,14 @@ class Dispatcher:
             rf = self._gated[func] = make_gated_task_function(func)
         except TypeError:  # unhashable callable: not cached
             rf = make_gated_task_function(func)
-        return rf._remote(args=(ticket, packed, *call_args), num_returns=2, name=key, **(options or {}))
+        name = key if type(key) is str else str(key)
+        return rf._remote(args=(ticket, packed, *call_args), num_returns=2, name=name, **(options or {}))
 
     def clear(self):
         self._functions.clear()
+        self._packed.clear()
         self._gated.clear()
+        self._direct.clear()
 
 
 # -- whole-cluster helpers for the client ------------------------------------------

@@ -161,6 +161,26 @@ def test_dying_worker_process_ends_as_killed_worker(multinode_client, tmp_path):
     assert f.status in ("error", "lost")
 
 
+def die_unless(path, live):
+    if live:
+        return 0
+    die(path)
+
+
+def test_default_task_is_retried_by_ray_after_its_worker_dies(multinode_client, tmp_path):
+    # The second submit of a callable goes straight to Ray's core worker
+    # (raydask.direct): it must get Ray's default retries, as _remote gives.
+    from raydask.direct import DirectSubmitter
+
+    path = str(tmp_path / "count")
+    assert multinode_client.submit(die_unless, path, True, pure=False).result(timeout=60) == 0
+    f = multinode_client.submit(die_unless, path, False, pure=False)
+    assert any(isinstance(d, DirectSubmitter) for d in multinode_client._dispatcher._direct.values())
+    with pytest.raises(KilledWorker):
+        f.result(timeout=120)
+    assert open(path).read() == "4"  # once, and Ray's 3 retries (Dask's allowed-failures is 3 too)
+
+
 # -- priorities ----------------------------------------------------------------------
 def stamp(label, delay=0.0):
     """Return when the task started (wall clock; every node is on this machine)."""
