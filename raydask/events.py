@@ -57,6 +57,7 @@ class EventLog:
         self._pending: dict[str, object] = {}  # key -> receipt handle, until finished
         self._seq = 0
         self.max_tasks = max_tasks
+        self._evict_at = max_tasks
         self.started = time.time()
 
     @property
@@ -89,7 +90,7 @@ class EventLog:
             self._tasks[key] = ev
             self._touch(ev)
             ev.created = ev.seq
-            if len(self._tasks) > self.max_tasks:
+            if len(self._tasks) > self._evict_at:
                 self._evict()
 
     def finished(self, key: str, record: TaskRecord | None, error: BaseException | None = None,
@@ -139,10 +140,17 @@ class EventLog:
                 ev.dropped = True
 
     def _evict(self) -> None:
-        # forget the oldest released/finished keys first
-        for key in [k for k, e in self._tasks.items() if e.state == "released"][: len(self._tasks) - self.max_tasks]:
+        """Forget the oldest released keys, down to 90 % of ``max_tasks``.
+
+        Each eviction scans the whole log, so it frees a tenth at once and the
+        next scan waits until the log grew by another tenth: scanning on every
+        submit past the limit made a long-lived client's submits 100x slower.
+        """
+        excess = len(self._tasks) - self.max_tasks * 9 // 10
+        for key in [k for k, e in self._tasks.items() if e.state == "released"][:excess]:
             del self._tasks[key]
             self._pending.pop(key, None)
+        self._evict_at = max(self.max_tasks, len(self._tasks) + self.max_tasks // 10)
 
     def pending(self, limit: int | None = None) -> list[tuple[str, object]]:
         """``(key, receipt)`` of submitted tasks not known to have finished, oldest first."""

@@ -366,6 +366,24 @@ def test_event_log_keeps_dropped_running_tasks_until_they_finish():
     assert {e.key: e.state for e in log.snapshot()[1]}["b"] == "released"
 
 
+def test_event_log_forgets_the_oldest_released_keys_in_batches():
+    from raydask.events import EventLog
+
+    log = EventLog(max_tasks=100)
+    log.submitted("live", ())  # never released: it must stay
+    sizes = []
+    for i in range(200):
+        log.submitted(f"k-{i}", ())
+        log.finished(f"k-{i}", None)
+        log.released(f"k-{i}")
+        sizes.append(len(log.snapshot()[1]))
+    assert max(sizes) <= 110  # the limit, and a tenth of headroom
+    assert min(sizes[100:]) <= 91  # a tenth freed at once, not one key per submit
+    keys = [e.key for e in log.snapshot()[1]]
+    assert "live" in keys and "k-199" in keys and "k-0" not in keys
+    assert keys[1:] == sorted(keys[1:], key=lambda k: int(k[2:]))  # the oldest went first
+
+
 @pytest.mark.multinode
 @pytest.mark.timeout(180)
 def test_cli_dashboard_in_another_process_shows_the_published_graph(dash_client):
