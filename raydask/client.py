@@ -216,6 +216,7 @@ class Client:
             raise NotImplementedError("actor=True is not supported by raydask; use Ray actors directly")
         if allow_other_workers not in (True, False, None):
             raise TypeError(f"allow_other_workers= must be True or False, got {allow_other_workers!r}")
+        named = key is not None
         if key is None:
             if pure:
                 key = f"{funcname(func)}-{tokenize(func, kwargs, *args)}"
@@ -230,9 +231,10 @@ class Client:
         if allow_other_workers and workers is None:
             raise ValueError("Only use allow_other_workers= if using workers=")
         options = self._options(workers, resources, retries, allow_other_workers)
-        return Future(self._submit(func, key, args, kwargs, options, priority, fifo_timeout), self)
+        return Future(self._submit(func, key, args, kwargs, options, priority, fifo_timeout, named), self)
 
-    def _submit(self, func, key, args, kwargs, options, priority, fifo_timeout="100 ms"):
+    def _submit(self, func, key, args, kwargs, options, priority, fifo_timeout="100 ms", named=False):
+        """Submit one task under ``key``; ``named``: the user chose the key, so Ray's task gets it as name."""
         packed, call_args, deps = pack(args, kwargs, Future)
         gate = self._gate
         if gate is None and priority is not None:
@@ -243,10 +245,12 @@ class Client:
             # a free slot and nobody waiting in the gate: start now, as Dask would
             if not gate.admit(deps, cpus):
                 ticket, ticket_ref = gate.ticket()
+        # the user's own key names the Ray task (get_worker().get_current_task() reads it)
+        name = (key if type(key) is str else str(key)) if named else None
         if ticket is None:  # the default path (no priority= seen yet) is just this
-            ref, receipt = self._dispatcher.submit(func, key, packed, call_args, options)
+            ref, receipt = self._dispatcher.submit(func, packed, call_args, options, name)
         else:
-            ref, receipt = self._dispatcher.submit_gated(func, key, packed, call_args, options, ticket_ref)
+            ref, receipt = self._dispatcher.submit_gated(func, packed, call_args, options, ticket_ref, name)
         state = FutureState(key, ref, receipt, tuple(d.key for d in deps))
         with self._lock:
             self._states[key] = state
@@ -335,7 +339,8 @@ class Client:
         if allow_other_workers and workers is None:
             raise ValueError("Only use allow_other_workers= if using workers=")
         calls = list(zip(*[list(it) for it in iterables]))
-        if isinstance(key, list):
+        named = isinstance(key, list)
+        if named:
             if len(key) != len(calls):
                 raise ValueError(f"map got {len(key)} keys for {len(calls)} calls")
             for k in key:
@@ -353,7 +358,7 @@ class Client:
             with self._lock:
                 state = self._states.get(k)
             if state is None:
-                state = self._submit(func, k, args, kwargs, options, priority, fifo_timeout)
+                state = self._submit(func, k, args, kwargs, options, priority, fifo_timeout, named)
             futures.append(Future(state, self))
         return futures
 

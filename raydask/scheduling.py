@@ -312,9 +312,14 @@ class Dispatcher:
                 entry = cache[id(func)] = (func, make_task_function(func, packed))
             return entry[1]
 
-    def submit(self, func, key, packed, call_args, options=None):
-        """Start the task; return ``(value_ref, receipt_ref)``."""
-        name = key if type(key) is str else str(key)  # Ray task names are text
+    def submit(self, func, packed, call_args, options=None, name=None):
+        """Start the task; return ``(value_ref, receipt_ref)``.
+
+        ``name`` is the Ray task's name; None gives Ray's default, the function's
+        name.  Not the key: Ray counts tasks per name in its metrics, and a new
+        name per task made those grow with every task and stalled the cluster
+        for 100-200 ms every few seconds (measured; none with repeated names).
+        """
         if packed is None:
             rf, args = self.remote_function(func), call_args
         else:
@@ -324,7 +329,7 @@ class Dispatcher:
         direct = self._direct.get(rf)
         if direct:
             try:
-                refs = direct.submit(args, name)
+                refs = direct.submit(args, name or "")
             except TypeError:  # not the submit_task this was written for: never again
                 self._direct[rf] = False
                 refs = None
@@ -337,7 +342,7 @@ class Dispatcher:
             self._direct[rf] = DirectSubmitter.create(rf, 2) or False
         return refs
 
-    def submit_gated(self, func, key, packed, call_args, options, ticket):
+    def submit_gated(self, func, packed, call_args, options, ticket, name=None):
         """Start a task that Ray runs only once ``ticket`` resolves (priority gate)."""
         try:
             rf = self._gated[func]
@@ -345,7 +350,6 @@ class Dispatcher:
             rf = self._gated[func] = make_gated_task_function(func)
         except TypeError:  # unhashable callable: not cached
             rf = make_gated_task_function(func)
-        name = key if type(key) is str else str(key)
         return rf._remote(args=(ticket, packed, *call_args), num_returns=2, name=name, **(options or {}))
 
     def clear(self):

@@ -106,8 +106,10 @@ class WorkerInfo:
     Differences from dask.distributed:
         Not a ``distributed.Worker``: it has ``address``, ``name``, ``id``,
         ``node_id``, ``pid``, ``nthreads`` and ``get_current_task()``, which
-        gives a key that is not a string as text (``"('x', 1)"``): it is the
-        Ray task's name.
+        reads the Ray task's name: the key where the caller chose it
+        (``key=``; as text if it is not a string), else the function's name.
+        Ray counts tasks per name in its metrics, so raydask does not give
+        every task a name of its own.
     """
 
     def __init__(self):

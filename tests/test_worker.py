@@ -56,6 +56,9 @@ def test_get_worker_inside_and_outside_a_task(client):
     assert address in client.scheduler_info()["workers"]
     assert task == "where-1"
     assert pid != os.getpid()
+    # an automatic key: the Ray task carries the function's name, not a name per task
+    assert client.submit(where).result()[1] == "where"
+    assert client.submit(where, key=("where", 2)).result()[1] == "('where', 2)"
     with pytest.raises(ValueError, match="No worker found"):
         get_worker()
 
