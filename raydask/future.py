@@ -102,7 +102,7 @@ class FutureState:
             return waiters
 
     def settle_from_receipt(self, receipt) -> list:
-        """Settle from the value (or exception) that the receipt ref resolved to."""
+        """Settle from what the receipt ref resolved to, or from the error the value's ref raised."""
         if isinstance(receipt, TaskRecord):
             return self.settle(Status.FINISHED, receipt)
         if isinstance(receipt, tuple):  # receipts travel as plain tuples
@@ -309,7 +309,11 @@ class Future:
         except ray.exceptions.GetTimeoutError:
             raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
         except ray.exceptions.RayError as err:
-            if st.status is Status.CANCELLED:
+            # The value's failure is the task's.  Settle now: Ray may store the
+            # receipt's copy of the error a moment later, and ``status`` must not
+            # say "pending" after ``result()`` raised.
+            notify(st.settle_from_receipt(err), st)
+            if st.status is not Status.FINISHED and st.exception is not None:
                 raise st.exception from None
             raise unwrap(err, st.key) from None
 

@@ -68,6 +68,17 @@ def test_error_keeps_type_message_and_remote_frames(client):
     assert "Ray" not in str(info.value)
 
 
+def test_status_says_error_as_soon_as_result_raised(client):
+    # result() fetches the value; the status comes from the receipt, which Ray may
+    # store a moment later: result() settles the future itself
+    futures = [client.submit(deep_failure, i, pure=False) for i in range(1, 40)]
+    for f in futures:
+        with pytest.raises(ZeroDivisionError) as info:
+            f.result()
+        assert f.status == "error"
+        assert f.exception() is info.value
+
+
 def test_custom_exception_type_and_args(client):
     f = client.submit(raise_custom, 7)
     with pytest.raises(CustomError) as info:
