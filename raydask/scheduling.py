@@ -330,9 +330,11 @@ class Dispatcher:
         if direct:
             try:
                 refs = direct.submit(args, name or "")
-            except TypeError:  # not the submit_task this was written for: never again
+            except TypeError:
+                # An argument Ray cannot serialize (then _remote raises it too, for the
+                # user), or not the submit_task this was written for: then never again.
+                refs = rf._remote(args=args, num_returns=2, name=name)
                 self._direct[rf] = False
-                refs = None
             if refs is not None:
                 return refs
         # ``_remote`` is what ``.remote()`` and ``.options()`` call, without their

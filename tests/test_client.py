@@ -299,3 +299,21 @@ def test_client_on_a_local_cluster_object(no_client):
         assert again.submit(sum, [4]).result(timeout=60) == 4
         again.close()
     assert cluster.status.value == "closed" and not ray.is_initialized()
+
+
+def _ident(x):
+    return x
+
+
+def test_an_argument_ray_cannot_serialize_is_a_type_error_and_submits_stay_direct(client):
+    import threading
+
+    from raydask.direct import DirectSubmitter
+
+    assert client.submit(_ident, 1).result() == 1  # the first call exports the function
+    for _ in range(2):  # the second call goes the direct path (raydask.direct)
+        with pytest.raises(TypeError, match="Could not serialize the argument <unlocked _thread.lock"):
+            client.submit(_ident, threading.Lock())
+    assert client.submit(_ident, 2).result() == 2
+    rf = client._dispatcher.remote_function(_ident)
+    assert isinstance(client._dispatcher._direct[rf], DirectSubmitter)
