@@ -14,8 +14,9 @@ It is used only where it is certain to be equivalent: the Ray version it was
 checked against, a driver (not a task, not Ray Client), no tracing, no
 placement group to capture, no launch hook, no debugger breakpoint, and a
 function that ``_remote`` has already exported to the current job.  Anywhere
-else, or when the call itself raises ``TypeError`` (a changed signature),
-the caller falls back to ``_remote``.
+else the caller uses ``_remote``; when the call raises ``TypeError``, it asks
+``_remote`` too, which either raises the same error for the user (an argument
+Ray cannot serialize) or succeeds (a changed ``submit_task``: then for good).
 """
 
 from __future__ import annotations
