@@ -8,7 +8,8 @@ So Ray tracks each dependency, moves its data straight to the worker that needs
 it, and nothing travels through the client.
 
 Each user callable becomes a Ray remote function (cached; a second one for
-calls with kwargs or containers), which returns two objects: the value and a small receipt ``(type, nbytes, start, stop, node, pid)``.
+calls with kwargs or containers), which returns two objects: the value and a
+small receipt ``(type, nbytes, start, stop, node, pid)``.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ def _runner(func):
     return run
 
 
-def _remote(run, func):
+def _as_ray_task(run, func):
+    """Name ``run`` after ``func`` and make it a Ray remote function."""
     run.__name__ = run.__qualname__ = funcname(func)
     run.__module__ = "raydask.task"
     return ray.remote(run)
@@ -184,8 +186,8 @@ def make_task_function(func, packed=False):
     """
     run = _runner(func)
     if packed:
-        return _remote(lambda packed, *args: run(packed, args), func)
-    return _remote(lambda *args: run(None, args), func)
+        return _as_ray_task(lambda packed, *args: run(packed, args), func)
+    return _as_ray_task(lambda *args: run(None, args), func)
 
 
 def make_gated_task_function(func):
@@ -203,7 +205,7 @@ def make_gated_task_function(func):
             raise CancelledError("cancelled before it started")
         return run(packed, args)
 
-    return _remote(gated, func)
+    return _as_ray_task(gated, func)
 
 
 def task_options(resources=None, retries=None, placement=None) -> dict:
