@@ -40,6 +40,27 @@ class _Pool:
 
 _pool = _Pool()
 
+#: Under CI every component the README promises must be there: a missing one fails.
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def missing(what: str):
+    """Skip for a missing optional component; fail under ``CI=true`` (``./dev test`` installs it)."""
+    message = f"{what} is not installed; ./dev test installs it"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a test that needs a promised component fails, not skips)")
+    pytest.skip(message)
+
+
+def need(module: str):
+    """``pytest.importorskip`` that fails under ``CI=true``."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        missing(f"the Python package {module!r}")
+
 
 @pytest.fixture
 def client():

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import ray
 
+from conftest import missing
+
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -34,7 +36,7 @@ def _chromium() -> str | None:
 def browser():
     path = _chromium()
     if path is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; ./dev test does it)")
+        missing("Debian's chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

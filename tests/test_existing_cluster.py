@@ -57,9 +57,9 @@ class RayStart:
 
     def head(self):
         port = _free_port()
-        self.start("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}")
+        proc = self.start("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}")
         address = f"{_host()}:{port}"
-        _wait(lambda: address in local_ray_addresses(), 120, f"head {address}")
+        _wait(lambda: address in local_ray_addresses(), 120, f"head {address}", proc)
         return address
 
     def ours(self):
@@ -109,9 +109,12 @@ def _host():
     return ray.util.get_node_ip_address()
 
 
-def _wait(predicate, timeout, what):
+def _wait(predicate, timeout, what, proc=None):
+    """Wait for ``predicate``; fail at once if ``proc`` (the ``ray start`` doing it) exited."""
     deadline = time.monotonic() + timeout
     while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: `ray start` exited with code {proc.returncode} before it came up")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not come up within {timeout}s")
         time.sleep(0.3)
@@ -121,11 +124,26 @@ def _alive(address):
     return address in local_ray_addresses()
 
 
+def ensure_auth_token():
+    """Make sure a Ray auth token exists, as a user does before ``ray start --head``.
+
+    With token authentication (the default of ``ray start`` in 2.60) a head with no
+    token exits at once (RAY-NOTES); a fresh machine has none until something makes
+    one.  ``ray get-auth-token --generate`` writes ``~/.ray/auth_token`` only if no
+    token exists yet.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    subprocess.run([RAY, "get-auth-token", "--generate"], check=True, capture_output=True, timeout=60)
+    assert os.path.exists(os.path.expanduser("~/.ray/auth_token"))
+
+
 @pytest.fixture(scope="module")
 def external():
     from conftest import _pool
 
     _pool.close()  # one Ray per process: this module's driver joins the external cluster
+    ensure_auth_token()
     starter = RayStart()
     try:
         address = starter.head()
@@ -284,10 +302,10 @@ def test_join_through_ray_client(external, tmp_path):
     starter = RayStart()
     try:
         port, client_port = _free_port(), _client_server_port()
-        starter.start("--head", f"--port={port}", "--include-dashboard=false",
-                      f"--ray-client-server-port={client_port}", f"--temp-dir={starter.temp_dir}",
-                      auth="disabled")
-        _wait(lambda: f"{_host()}:{port}" in local_ray_addresses(), 120, "ray client head")
+        proc = starter.start("--head", f"--port={port}", "--include-dashboard=false",
+                             f"--ray-client-server-port={client_port}", f"--temp-dir={starter.temp_dir}",
+                             auth="disabled")
+        _wait(lambda: f"{_host()}:{port}" in local_ray_addresses(), 120, "ray client head", proc)
         script = tmp_path / "ray_client.py"
         script.write_text(_RAY_CLIENT_SCRIPT)
         env = dict(os.environ, RAY_AUTH_MODE="disabled")

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
+from conftest import need
+
+nbformat = need("nbformat")
+nbclient = need("nbclient")
+need("ipykernel")
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 KERNEL = "raydask-test-python"

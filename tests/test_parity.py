@@ -28,6 +28,8 @@ from concurrent.futures import CancelledError
 
 import pytest
 
+from conftest import need
+
 pytestmark = [pytest.mark.parity, pytest.mark.timeout(60)]
 
 HEX32 = r"[0-9a-f]{32}"
@@ -138,7 +140,7 @@ def spawn_with_worker_client(module, n):
 # -- the two implementations ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def distributed_client():
-    distributed = pytest.importorskip("distributed")
+    distributed = need("distributed")
     client = distributed.Client(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None)
     yield client
     client.close()

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from conftest import need
 from raydask import progress
 from raydask.progress import ProgressWidget, format_time
 
@@ -38,7 +39,7 @@ def test_text_bar_stops_on_error(client, capsys):
 
 
 def test_widget_has_a_bar_per_prefix(client):
-    pytest.importorskip("ipywidgets")
+    need("ipywidgets")
     a = client.map(slowinc, range(3), pure=False)
     b = [client.submit(fail, 1, pure=False)]
     w = ProgressWidget(a + b, multi=True)
