@@ -30,6 +30,7 @@ import weakref
 
 import ray
 
+from . import raycompat
 from .keys import format_bytes, parse_timedelta
 
 __all__ = ["Adaptive", "LocalCluster", "RayCluster", "local_ray_addresses", "worker_table"]
@@ -108,20 +109,11 @@ def cluster_load(gcs_address) -> tuple[dict, float]:
     """``({node_id: CPUs in use}, CPUs wanted by queued tasks)`` from the GCS.
 
     This is what Ray's autoscaler reads; the GCS keeps it whether or not an
-    autoscaler runs.  It lags the raylets by about a second.
+    autoscaler runs.  It lags the raylets by about a second.  A Ray without
+    this (private) status gives ``({}, 0.0)``: adapt() then holds still.
     """
-    from ray.autoscaler.v2.sdk import get_cluster_status
-
-    status = get_cluster_status(gcs_address)
-    used = {}
-    for node in list(status.active_nodes) + list(status.idle_nodes):
-        usage = node.resource_usage.usage if node.resource_usage else []
-        used[node.node_id] = sum(u.used for u in usage if u.resource_name == "CPU")
-    demand = 0.0
-    for d in status.resource_demands.ray_task_actor_demand:
-        for b in d.bundles_by_count:
-            demand += b.bundle.get("CPU", 0) * b.count
-    return used, demand
+    usage = raycompat.cluster_usage(gcs_address)
+    return usage.used_cpus, usage.demand_cpus
 
 
 def local_ray_addresses() -> set[str]:
@@ -263,12 +255,9 @@ class _ClusterBase:
 
 
 def _job_config(upload_dir):
-    from ray.job_config import JobConfig
-
     # Every worker process of this job gets upload_dir on sys.path, so modules
-    # that Client.upload_file writes there import in any later task.  Ray spells
-    # this argument with an underscore; it is how Ray ships the driver's script dir.
-    return JobConfig(_py_driver_sys_path=[upload_dir])
+    # that Client.upload_file writes there import in any later task.
+    return raycompat.sys_path_job_config(upload_dir)
 
 
 class LocalCluster(_ClusterBase):
@@ -414,7 +403,7 @@ class LocalCluster(_ClusterBase):
                 # Nodes added from this thread cannot register signal handlers
                 # (Python allows that only on the main thread); the head's reaper and
                 # close() stop them instead.
-                self._cluster._shutdown_at_exit = False
+                raycompat.skip_exit_hooks(self._cluster)
                 started = time.monotonic()
                 try:
                     added = self._cluster.add_node(wait=True, **self._node_args(name))
@@ -446,16 +435,10 @@ class LocalCluster(_ClusterBase):
 
     def idle_workers(self, idle_ms=0) -> list[str]:
         """Node ids of removable workers that have run nothing for ``idle_ms``."""
-        from ray.autoscaler.v2.sdk import get_cluster_status
-
-        status = get_cluster_status(self._gcs_address)
+        idle = raycompat.cluster_usage(self._gcs_address).idle_ms
         with self._lock:
             mine = {n.node_id for n in self._nodes}
-        out = []
-        for node in status.idle_nodes:
-            if node.node_id in mine and node.resource_usage and node.resource_usage.idle_time_ms >= idle_ms:
-                out.append(node.node_id)
-        return out
+        return [node_id for node_id, ms in idle.items() if node_id in mine and ms >= idle_ms]
 
     def close(self, timeout=None):
         """Stop every node this cluster started, and disconnect this process from Ray."""
@@ -483,13 +466,7 @@ def _use_local_token():
     cluster found on this machine raydask does what ``"auto"`` would.
     ``RAY_AUTH_MODE`` set by the user always wins.
     """
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # another Ray version: the user sets RAY_AUTH_MODE
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    raycompat.use_local_auth_token()
 
 
 class RayCluster(_ClusterBase):
@@ -565,13 +542,10 @@ class RayCluster(_ClusterBase):
 
     def has_autoscaler(self) -> bool:
         """Whether a Ray autoscaler reports to this cluster's GCS."""
-        from ray.autoscaler.v2.sdk import get_cluster_status
-
         try:
-            stats = get_cluster_status(self._gcs_address).stats
-        except Exception:  # noqa: BLE001
+            return raycompat.cluster_usage(self._gcs_address).autoscaler
+        except Exception:  # noqa: BLE001 - the GCS did not answer
             return False
-        return bool(stats.autoscaler_version)
 
     def close(self, timeout=None):
         """Disconnect from the cluster (it keeps running)."""

@@ -10,8 +10,10 @@ every call.  :class:`DirectSubmitter` works it out once with Ray's own helpers
 and then calls ``core_worker.submit_task`` with exactly what ``_remote`` would
 pass.
 
-It is used only where it is certain to be equivalent: the Ray version it was
-checked against, a driver (not a task, not Ray Client), no tracing, no
+It is used only where it is certain to be equivalent: a Ray whose
+``submit_task`` and ``_remote`` have the shape this was written for (a feature
+check in :func:`raydask.raycompat.direct_submission_problem`, logged once when
+it fails), a driver (not a task, not Ray Client), no tracing, no
 placement group to capture, no launch hook, no debugger breakpoint, and a
 function that ``_remote`` has already exported to the current job.  Anywhere
 else the caller uses ``_remote``; when the call raises ``TypeError``, it asks
@@ -23,13 +25,9 @@ from __future__ import annotations
 
 import os
 
-import ray
+from . import raycompat
 
 __all__ = ["DirectSubmitter"]
-
-# ``core_worker.submit_task``'s positional parameters were read from this version's
-# remote_function.py; another version goes through ``_remote`` (correct, slower).
-CHECKED_RAY_VERSIONS = frozenset({"2.60.0"})
 
 
 class DirectSubmitter:
@@ -58,22 +56,15 @@ class DirectSubmitter:
 
     @classmethod
     def _create(cls, rf, num_returns):
-        from ray._common import ray_option_utils
-        from ray._common.signature import DUMMY_TYPE
-        from ray._common.utils import resources_from_ray_options
-        from ray._private import worker as ray_worker
-        from ray._private.client_mode_hook import client_mode_should_convert
-        from ray.util.placement_group import _configure_placement_group_based_on_context
-        from ray.util.tracing.tracing_helper import _is_tracing_enabled
-        from ray import remote_function
-
-        worker = ray_worker.global_worker
+        internal = raycompat.direct_internals()  # Ray's helpers; None if their shape changed
+        if internal is None:
+            return None
+        worker = internal.worker_module.global_worker
         if (
-            ray.__version__ not in CHECKED_RAY_VERSIONS
-            or client_mode_should_convert()
-            or worker.mode != ray_worker.SCRIPT_MODE
-            or _is_tracing_enabled()
-            or remote_function._task_launch_hook is not None
+            internal.client_mode_should_convert()
+            or worker.mode != internal.SCRIPT_MODE
+            or internal.is_tracing_enabled()
+            or internal.remote_function_module._task_launch_hook is not None
             or rf._is_cross_language
             or rf._decorator is not None
             or rf._default_options
@@ -81,7 +72,7 @@ class DirectSubmitter:
         ):
             return None
         # the defaults exactly as _remote fills them
-        opts = {k: v.default_value for k, v in ray_option_utils.task_options.items()}
+        opts = {k: v.default_value for k, v in internal.task_options.items()}
         opts["max_retries"] = int(os.environ.get("RAY_TASK_MAX_RETRIES", opts["max_retries"]))
         opts.pop("max_calls", None)
         if (
@@ -90,8 +81,8 @@ class DirectSubmitter:
             or opts["placement_group_capture_child_tasks"] is not None
         ):
             return None
-        resources = resources_from_ray_options(opts)
-        placement_group = _configure_placement_group_based_on_context(
+        resources = internal.resources_from_ray_options(opts)
+        placement_group = internal.configure_placement_group(
             worker.should_capture_child_tasks_in_placement_group,
             opts["placement_group_bundle_index"],
             resources,
@@ -119,7 +110,7 @@ class DirectSubmitter:
             opts.get("label_selector"),
             opts.get("fallback_strategy"),
         )
-        return cls(worker, rf._language, rf._function_descriptor, rest, DUMMY_TYPE)
+        return cls(worker, rf._language, rf._function_descriptor, rest, internal.DUMMY_TYPE)
 
     def submit(self, args, name: str):
         """Submit ``rf(*args)`` named ``name``; its refs, or None if this path no longer applies."""

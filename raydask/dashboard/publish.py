@@ -27,6 +27,7 @@ import time
 
 import ray
 
+from .. import raycompat
 from ..events import TaskEvent, TaskRecord
 from .collect import collect
 
@@ -42,16 +43,12 @@ VIEWER_TTL = 30.0  # seconds after the last read that clients keep publishing
 
 def mark_viewer() -> None:
     """Tell every client's publisher that a dashboard in another process is reading."""
-    from ray.experimental.internal_kv import _internal_kv_put
-
-    _internal_kv_put(VIEWER_KEY, repr(time.time()).encode(), namespace=NAMESPACE)
+    raycompat.kv_put(VIEWER_KEY, repr(time.time()).encode(), namespace=NAMESPACE)
 
 
 def viewer_seen() -> float | None:
     """When a :class:`ClusterLog` last read (``time.time()``), or None if never."""
-    from ray.experimental.internal_kv import _internal_kv_get
-
-    value = _internal_kv_get(VIEWER_KEY, namespace=NAMESPACE)
+    value = raycompat.kv_get(VIEWER_KEY, namespace=NAMESPACE)
     return float(value) if value else None
 _FIELDS = ("key", "prefix", "deps", "submitted", "state", "priority", "error")
 

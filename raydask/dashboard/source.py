@@ -25,6 +25,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 
+from .. import raycompat
 from ..cluster import worker_table
 from .collect import collect
 from .layout import GraphLayout, prefix_layout
@@ -244,10 +245,7 @@ def _node_usage() -> dict:
     ``{}`` and the page shows blanks.
     """
     try:
-        from ray._private.state import state
-
-        total = state.total_resources_per_node()
-        avail = state.available_resources_per_node()
+        total, avail = raycompat.resources_per_node()
     except Exception:  # noqa: BLE001 - private API, absent or changed in another Ray
         return {}
     out = {}

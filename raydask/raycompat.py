@@ -1,0 +1,462 @@
+"""The parts of Ray that are not public API: each behind one function, with a fallback.
+
+raydask reaches past Ray's public API where the public way is slower (task
+submission, completion callbacks) or missing (per-node usage, a small
+cluster-wide key-value store, the settings of nodes started by
+``ray.cluster_utils.Cluster``).  Every such use is here, so that a Ray upgrade
+that moves one of them breaks one function, ``tests/test_raycompat.py`` names
+what changed, and raydask keeps working through the fallback::
+
+    wrapper                 private Ray API                             fallback (public)
+    submit_remote           RemoteFunction._remote                      rf.options(...).remote(*args)
+    on_completed            ObjectRef._on_completed                     ref.future().add_done_callback
+    direct_internals        CoreWorker.submit_task and the helpers      None: raydask.direct steps aside
+                            RemoteFunction._remote calls
+    sys_path_job_config     JobConfig(_py_driver_sys_path=)             runtime_env PYTHONPATH
+    skip_exit_hooks         Cluster._shutdown_at_exit                   none: nodes added from a thread fail
+    use_local_auth_token    ray._private.authentication...              RAY_AUTH_MODE=token if a token exists
+    cluster_usage           ray.autoscaler.v2.sdk.get_cluster_status    no usage known (adapt() holds still)
+    resources_per_node      ray._private.state                          cluster_usage's per-node totals
+    kv_put / kv_get         ray.experimental.internal_kv                a named actor holding the values
+    in_worker_process       RuntimeContext.worker.mode                  ray._private.worker.global_worker
+
+Each check runs once per process and costs microseconds (no task is
+submitted); a wrapper that falls back logs one WARNING on logger ``raydask``.
+Only a *missing or reshaped* API falls back: errors of a working call (a GCS
+that does not answer, an argument Ray cannot serialize) reach the caller.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import logging
+import os
+import textwrap
+import threading
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import ray
+
+__all__ = [
+    "ClusterUsage",
+    "cluster_usage",
+    "direct_internals",
+    "direct_submission_problem",
+    "in_worker_process",
+    "kv_get",
+    "kv_put",
+    "on_completed",
+    "resources_per_node",
+    "skip_exit_hooks",
+    "submit_remote",
+    "sys_path_job_config",
+    "use_local_auth_token",
+]
+
+logger = logging.getLogger("raydask")
+
+_warned: set = set()
+_warned_lock = threading.Lock()
+
+
+def _fall_back(what: str, why: object) -> None:
+    """Log once per process that ``what`` uses its public fallback, and why."""
+    with _warned_lock:
+        if what in _warned:
+            return
+        _warned.add(what)
+    logger.warning("raydask: %s is not available in Ray %s (%s); using the public fallback",
+                   what, ray.__version__, why)
+
+
+def _parameters(func) -> tuple[str, ...] | None:
+    """Parameter names of ``func`` (Cython methods too, from their embedded signature)."""
+    try:
+        return tuple(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+# -- submitting a task -------------------------------------------------------------
+@functools.cache
+def _remote_problem() -> str | None:
+    from ray.remote_function import RemoteFunction
+
+    params = _parameters(getattr(RemoteFunction, "_remote", None))
+    if params is None:
+        return "RemoteFunction._remote is missing"
+    sig = inspect.signature(RemoteFunction._remote)
+    if params[:3] != ("self", "args", "kwargs") or not any(
+            p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return f"RemoteFunction._remote takes {params!r}"
+    return None
+
+
+def submit_remote(rf, args, num_returns, name=None, **options):
+    """``rf.options(num_returns=..., name=..., **options).remote(*args)``, without the wrapper.
+
+    ``RemoteFunction._remote`` is what ``.remote()`` and ``.options().remote()``
+    call; skipping ``options()``'s per-call wrapper class is 15-30 % of a submit
+    (measured in benchmarks/).  Unlike ``options()`` it does not validate option
+    names: pass only options Ray knows.
+    """
+    if _remote_problem() is None:
+        return rf._remote(args=args, num_returns=num_returns, name=name, **options)
+    _fall_back("RemoteFunction._remote", _remote_problem())
+    return rf.options(num_returns=num_returns, name=name, **options).remote(*args)
+
+
+# -- completion callbacks ------------------------------------------------------------
+@functools.cache
+def _on_completed_problem() -> str | None:
+    params = _parameters(getattr(ray.ObjectRef, "_on_completed", None))
+    if params is None:
+        return "ObjectRef._on_completed is missing"
+    if len(params) != 2:
+        return f"ObjectRef._on_completed takes {params!r}"
+    return None
+
+
+def on_completed(ref, callback) -> None:
+    """Call ``callback(value)`` once ``ref`` is ready; ``value`` is the exception if it failed.
+
+    A task's own exception arrives as a ``RayTaskError`` whose ``.cause`` is the
+    user's exception (through the fallback, the instance ``ray.get`` raises,
+    which is also an instance of the cause's class).
+    The callback runs on a Ray thread (never block there).  Ray's private
+    ``_on_completed`` skips the ``concurrent.futures.Future`` that the public
+    ``ref.future()`` builds around the same notification (5-10 % of a task's
+    cost in the client, measured).
+    """
+    if _on_completed_problem() is None:
+        ref._on_completed(callback)
+        return
+    _fall_back("ObjectRef._on_completed", _on_completed_problem())
+
+    def done(fut):
+        try:
+            value = fut.result()
+        except BaseException as exc:  # noqa: BLE001 - the contract: the exception is the value
+            value = exc
+        callback(value)
+
+    ref.future().add_done_callback(done)
+
+
+# -- direct submission (raydask.direct) -------------------------------------------------
+#: ``CoreWorker.submit_task``'s parameters, in order (read from Ray 2.60's _raylet).
+SUBMIT_TASK_PARAMETERS = (
+    "self", "language", "function_descriptor", "args", "name", "num_returns", "resources",
+    "max_retries", "retry_exceptions", "retry_exception_allowlist", "scheduling_strategy",
+    "debugger_breakpoint", "serialized_runtime_env_info", "generator_backpressure_num_objects",
+    "num_objects_per_yield", "enable_task_events", "labels", "label_selector", "fallback_strategy",
+)
+#: What ``RemoteFunction._remote`` passes to ``submit_task``, argument by argument
+#: (its source in Ray 2.60); :class:`raydask.direct.DirectSubmitter` passes the same.
+REMOTE_SUBMIT_ARGUMENTS = (
+    "self._language", "self._function_descriptor", "list_args", "name if name is not None else ''",
+    "num_returns", "resources", "max_retries", "retry_exceptions", "retry_exception_allowlist",
+    "scheduling_strategy", "worker.debugger_breakpoint", "serialized_runtime_env_info or '{}'",
+    "generator_backpressure_num_objects", "num_objects_per_yield", "enable_task_events", "labels",
+    "label_selector", "fallback_strategy",
+)
+#: Task options whose defaults :class:`raydask.direct.DirectSubmitter` reads.
+DIRECT_TASK_OPTIONS = (
+    "max_retries", "retry_exceptions", "scheduling_strategy", "placement_group",
+    "placement_group_bundle_index", "placement_group_capture_child_tasks",
+    "_generator_backpressure_num_objects", "_num_objects_per_yield", "num_cpus",
+)
+
+
+def remote_submit_arguments() -> tuple[str, ...] | None:
+    """The argument expressions of the ``submit_task`` call in ``RemoteFunction._remote``."""
+    from ray.remote_function import RemoteFunction
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(RemoteFunction._remote)))
+    except (OSError, TypeError, SyntaxError):  # no source shipped
+        return None
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute) and n.func.attr == "submit_task"]
+    if len(calls) != 1 or calls[0].keywords:
+        return None
+    return tuple(ast.unparse(a) for a in calls[0].args)
+
+
+@functools.cache
+def direct_submission_problem() -> str | None:
+    """Why :mod:`raydask.direct` cannot be used with this Ray, or None if it can.
+
+    A feature check, not a version check: ``submit_task`` has the parameters
+    raydask passes, ``_remote`` passes them the same way, and the helpers that
+    compute them exist and behave as raydask expects.
+    """
+    try:
+        from ray._raylet import CoreWorker
+
+        params = _parameters(CoreWorker.submit_task)
+        if params != SUBMIT_TASK_PARAMETERS:
+            return f"CoreWorker.submit_task takes {params!r}"
+        args = remote_submit_arguments()
+        if args != REMOTE_SUBMIT_ARGUMENTS:
+            return f"RemoteFunction._remote calls submit_task with {args!r}"
+        ns = _import_direct_internals()
+        missing = [k for k in DIRECT_TASK_OPTIONS if k not in ns.task_options
+                   or not hasattr(ns.task_options[k], "default_value")]
+        if missing:
+            return f"ray_option_utils.task_options lacks {missing!r}"
+        sig = ns.extract_signature(lambda *a: None)
+        if ns.flatten_args(sig, (1, 2), {}) != [ns.DUMMY_TYPE, 1, ns.DUMMY_TYPE, 2]:
+            return "flatten_args no longer pairs each positional argument with DUMMY_TYPE"
+        pg_params = _parameters(ns.configure_placement_group)
+        if pg_params is None or pg_params[:5] != (
+                "placement_group_capture_child_tasks", "bundle_index", "resources",
+                "placement_resources", "task_or_actor_repr") or "placement_group" not in pg_params:
+            return f"_configure_placement_group_based_on_context takes {pg_params!r}"
+        if not isinstance(ns.resources_from_ray_options({"num_cpus": 1}), dict):
+            return "resources_from_ray_options no longer returns a dict"
+        for name in ("mode", "current_cluster_and_job", "should_capture_child_tasks_in_placement_group",
+                     "debugger_breakpoint", "_is_connected"):  # core_worker: set on connect
+            if not hasattr(type(ns.worker_module.global_worker), name) and not hasattr(
+                    ns.worker_module.global_worker, name):
+                return f"Worker has no {name!r}"
+        if not hasattr(ns.remote_function_module, "_task_launch_hook"):
+            return "ray.remote_function has no _task_launch_hook"
+    except Exception as exc:  # noqa: BLE001 - any other surprise: not this Ray's shape
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _import_direct_internals() -> SimpleNamespace:
+    from ray import remote_function
+    from ray._common import ray_option_utils
+    from ray._common.signature import DUMMY_TYPE, extract_signature, flatten_args
+    from ray._common.utils import resources_from_ray_options
+    from ray._private import worker
+    from ray._private.client_mode_hook import client_mode_should_convert
+    from ray.util.placement_group import _configure_placement_group_based_on_context
+    from ray.util.tracing.tracing_helper import _is_tracing_enabled
+
+    return SimpleNamespace(
+        task_options=ray_option_utils.task_options,
+        DUMMY_TYPE=DUMMY_TYPE,
+        extract_signature=extract_signature,
+        flatten_args=flatten_args,
+        resources_from_ray_options=resources_from_ray_options,
+        worker_module=worker,
+        SCRIPT_MODE=worker.SCRIPT_MODE,
+        client_mode_should_convert=client_mode_should_convert,
+        configure_placement_group=_configure_placement_group_based_on_context,
+        is_tracing_enabled=_is_tracing_enabled,
+        remote_function_module=remote_function,
+    )
+
+
+def direct_internals() -> SimpleNamespace | None:
+    """Ray's helpers that :mod:`raydask.direct` needs, or None (logged once) if they changed."""
+    problem = direct_submission_problem()
+    if problem is not None:
+        with _warned_lock:
+            first = "direct" not in _warned
+            _warned.add("direct")
+        if first:
+            logger.info("raydask: direct task submission is off for Ray %s (%s); tasks go through "
+                        "RemoteFunction._remote (correct, about 25 %% slower per submit)",
+                        ray.__version__, problem)
+        return None
+    return _import_direct_internals()
+
+
+# -- starting and joining clusters ---------------------------------------------------------
+def sys_path_job_config(path: str):
+    """A ``JobConfig`` that puts ``path`` on ``sys.path`` of every worker of the job.
+
+    Ray spells this ``JobConfig(_py_driver_sys_path=...)`` (how it ships the
+    driver's script directory); the public fallback sets ``PYTHONPATH`` in the
+    job's runtime_env, which changes the job's runtime env (workers start in it).
+    """
+    from ray.job_config import JobConfig
+
+    if "_py_driver_sys_path" in (_parameters(JobConfig.__init__) or ()):
+        return JobConfig(_py_driver_sys_path=[path])
+    _fall_back("JobConfig(_py_driver_sys_path=)", "no such parameter")
+    return JobConfig(runtime_env={"env_vars": {"PYTHONPATH": f"{path}{os.pathsep}${{PYTHONPATH}}"}})
+
+
+def skip_exit_hooks(cluster) -> None:
+    """Make nodes that ``cluster`` (a ``ray.cluster_utils.Cluster``) adds next register no exit hooks.
+
+    A node's hooks include signal handlers, which Python allows only on the main
+    thread; raydask adds nodes from a thread of its own and stops them itself.
+    Without the private attribute there is no public switch: adding a node from a
+    thread then fails (and is logged by the caller).
+    """
+    if hasattr(cluster, "_shutdown_at_exit"):
+        cluster._shutdown_at_exit = False
+    else:
+        _fall_back("Cluster._shutdown_at_exit", "no such attribute")
+
+
+def _token_exists() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return os.path.isfile(path)
+
+
+def use_local_auth_token() -> None:
+    """Send Ray's auth token to a cluster on this machine, as ``ray.init("auto")`` would.
+
+    ``RAY_AUTH_MODE`` set by the user always wins.  The fallback sets
+    ``RAY_AUTH_MODE=token`` for this process when a token exists.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError as exc:
+        _fall_back("maybe_enable_token_auth_if_token_available", exc)
+        if "RAY_AUTH_MODE" not in os.environ and _token_exists():
+            os.environ["RAY_AUTH_MODE"] = "token"
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+# -- what the cluster is doing -----------------------------------------------------------------
+@dataclass
+class ClusterUsage:
+    """What the GCS tells Ray's autoscaler, as plain data."""
+
+    #: node id -> CPUs in use
+    used_cpus: dict = field(default_factory=dict)
+    #: CPUs wanted by tasks waiting for a slot
+    demand_cpus: float = 0.0
+    #: node id -> ms it has been idle (Ray's idle: nothing running, no object held)
+    idle_ms: dict = field(default_factory=dict)
+    #: node id -> {resource: total}, and {resource: used}
+    totals: dict = field(default_factory=dict)
+    used: dict = field(default_factory=dict)
+    #: whether a Ray autoscaler reports to this GCS
+    autoscaler: bool = False
+    #: False when this Ray has no cluster status to read (the fallback: nothing known)
+    known: bool = True
+
+
+def cluster_usage(gcs_address: str) -> ClusterUsage:
+    """The cluster's load from ``ray.autoscaler.v2.sdk.get_cluster_status``.
+
+    Raises:
+        Whatever the GCS call raises (unreachable, timeout); a Ray without this
+        API gives ``ClusterUsage(known=False)``.
+    """
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+    except ImportError as exc:
+        _fall_back("ray.autoscaler.v2.sdk.get_cluster_status", exc)
+        return ClusterUsage(known=False)
+    status = get_cluster_status(gcs_address)
+    try:
+        out = ClusterUsage(autoscaler=bool(status.stats.autoscaler_version))
+        idle = {n.node_id for n in status.idle_nodes}
+        for node in list(status.active_nodes) + list(status.idle_nodes):
+            usage = node.resource_usage.usage if node.resource_usage else []
+            out.totals[node.node_id] = {u.resource_name: u.total for u in usage}
+            out.used[node.node_id] = {u.resource_name: u.used for u in usage}
+            out.used_cpus[node.node_id] = sum(u.used for u in usage if u.resource_name == "CPU")
+            if node.node_id in idle and node.resource_usage:
+                out.idle_ms[node.node_id] = node.resource_usage.idle_time_ms
+        for demand in status.resource_demands.ray_task_actor_demand:
+            for b in demand.bundles_by_count:
+                out.demand_cpus += b.bundle.get("CPU", 0) * b.count
+    except AttributeError as exc:  # the status reshaped
+        _fall_back("get_cluster_status's ClusterStatus fields", exc)
+        return ClusterUsage(known=False)
+    return out
+
+
+def resources_per_node() -> tuple[dict, dict]:
+    """``({node id: total resources}, {node id: available resources})`` of the connected cluster.
+
+    Ray has no public per-node view without its dashboard process; this reads
+    the GCS's resource tables (``ray._private.state``, a DeveloperAPI), else the
+    autoscaler's cluster status, else returns two empty dicts.
+    """
+    try:
+        from ray._private.state import available_resources_per_node, total_resources_per_node
+    except ImportError as exc:
+        _fall_back("ray._private.state.total_resources_per_node", exc)
+    else:
+        return total_resources_per_node(), available_resources_per_node()
+    usage = cluster_usage(ray.get_runtime_context().gcs_address)
+    avail = {n: {k: total - usage.used[n].get(k, 0) for k, total in res.items()}
+             for n, res in usage.totals.items()}
+    return usage.totals, avail
+
+
+# -- a small cluster-wide key-value store ---------------------------------------------------------
+@functools.cache
+def _internal_kv():
+    try:
+        from ray.experimental import internal_kv
+    except ImportError as exc:
+        _fall_back("ray.experimental.internal_kv", exc)
+        return None
+    for name in ("_internal_kv_get", "_internal_kv_put"):
+        if "namespace" not in (_parameters(getattr(internal_kv, name, None)) or ()):
+            _fall_back("ray.experimental.internal_kv", f"{name} has no namespace=")
+            return None
+    return internal_kv
+
+
+_kv_actor_class = None
+
+
+def _kv_actor(namespace: str):
+    """The named actor that holds the fallback's values in ``namespace``."""
+    global _kv_actor_class
+    if _kv_actor_class is None:
+        class KeyValue:
+            def __init__(self):
+                self.values = {}
+
+            def put(self, key, value):
+                self.values[key] = value
+
+            def get(self, key):
+                return self.values.get(key)
+
+        _kv_actor_class = ray.remote(num_cpus=0)(KeyValue)
+    return _kv_actor_class.options(name="raydask-kv", namespace=namespace, get_if_exists=True,
+                                   lifetime="detached").remote()
+
+
+def kv_put(key: bytes, value: bytes, namespace: str) -> None:
+    """Store ``value`` under ``key`` for every process of the cluster (Ray's internal KV)."""
+    kv = _internal_kv()
+    if kv is not None:
+        kv._internal_kv_put(key, value, namespace=namespace)
+    else:
+        ray.get(_kv_actor(namespace).put.remote(key, value))
+
+
+def kv_get(key: bytes, namespace: str) -> bytes | None:
+    """The value stored under ``key`` by :func:`kv_put`, or None."""
+    kv = _internal_kv()
+    if kv is not None:
+        return kv._internal_kv_get(key, namespace=namespace)
+    return ray.get(_kv_actor(namespace).get.remote(key))
+
+
+# -- where this code runs ----------------------------------------------------------------------
+def in_worker_process() -> bool:
+    """Whether this process is a Ray worker (running a task), not a driver."""
+    if not ray.is_initialized():
+        return False
+    worker = getattr(ray.get_runtime_context(), "worker", None)
+    if worker is None or not hasattr(worker, "mode"):
+        _fall_back("RuntimeContext.worker", "no such attribute")
+        from ray._private.worker import global_worker as worker
+    return worker.mode == ray.WORKER_MODE
