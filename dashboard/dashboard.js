@@ -46,10 +46,25 @@ RD.escape = function (s) {
   });
 };
 
-RD.getJSON = async function (url) {
-  const response = await fetch(url, { cache: "no-store" });
+RD.checked = async function (url, response) {
+  if (response.status === 403) {
+    throw new Error(url + ": HTTP 403: this dashboard needs its token; open the link the client printed");
+  }
   if (!response.ok) throw new Error(url + ": HTTP " + response.status);
   return response.json();
+};
+
+RD.getJSON = async function (url) {
+  return RD.checked(url, await fetch(url, { cache: "no-store" }));
+};
+
+// The server's id for the log the page's cursors count in.  A page that outlives its
+// client (a new client on the same port) sends the old id, and the server answers
+// with the whole picture and `reset: true`; so does a cursor the server never issued.
+RD.session = "";
+
+RD.since = function (path, cursor) {
+  return path + "?since=" + cursor + (RD.session ? "&session=" + encodeURIComponent(RD.session) : "");
 };
 
 RD.nav = function (active) {
@@ -77,4 +92,5 @@ RD.poll = function (step, interval) {
   return loop();
 };
 
-RD.plotConfig = { displaylogo: false, responsive: true };
+// No "Share chart" button: it would upload the task keys to Plotly Cloud (plotly.js 4 shows it by default).
+RD.plotConfig = { displaylogo: false, responsive: true, showSendToCloud: false };

@@ -62,21 +62,24 @@ function addEdges(pairs) {
 async function updateGraph() {
   const since = graph.view === "tasks" ? graph.cursor : 0;
   let reply;
-  if (window.firstGraph) {  // started by graph.html before Plotly loaded
-    const response = await window.firstGraph;
+  if (window.firstGraph) {  // started by graph-first.js before Plotly loaded
+    const first = window.firstGraph;
     window.firstGraph = null;
-    if (!response.ok) throw new Error("/api/graph: HTTP " + response.status);
-    reply = await response.json();
+    reply = await RD.checked("/api/graph", await first);
   } else {
-    reply = await RD.getJSON("/api/graph?since=" + since);
+    reply = await RD.getJSON(RD.since("/api/graph", since));
   }
-  if (reply.view !== graph.view || reply.view === "prefix") {  // a whole picture: start over
+  RD.session = reply.session;
+  // a whole picture (a new view, the prefix view, or the server did not know our cursor): start over
+  if (reply.view !== graph.view || reply.view === "prefix" || reply.reset) {
     graph.nodes.clear();
     graph.edgeX = [];
     graph.edgeY = [];
     graph.view = reply.view;
+    if (reply.reset) graph.resets = (graph.resets || 0) + 1;
   }
-  const changed = reply.nodes.length || reply.edges.length || !graph.draws || reply.view === "prefix";
+  const changed = reply.nodes.length || reply.edges.length || !graph.draws || reply.view === "prefix" ||
+    reply.reset;
   reply.nodes.forEach(function (n) { graph.nodes.set(n.key, n); });
   addEdges(reply.edges);
   graph.cursor = reply.cursor;
@@ -92,6 +95,7 @@ async function updateGraph() {
     : graph.nodes.size + " tasks, " + graph.edgeX.length / 3 + " dependencies";
   document.body.dataset.nodes = graph.nodes.size;
   document.body.dataset.view = graph.view;
+  document.body.dataset.resets = graph.resets || 0;
 }
 
 RD.poll(updateGraph, 500);

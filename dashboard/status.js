@@ -70,7 +70,16 @@ function streamFigure() {
 }
 
 async function updateStream() {
-  const reply = await RD.getJSON("/api/tasks?since=" + stream.cursor);
+  const reply = await RD.getJSON(RD.since("/api/tasks", stream.cursor));
+  RD.session = reply.session;
+  if (reply.reset) {  // the server did not know our cursor (a new client on this port): start over
+    stream.tasks.clear();
+    stream.transfers.clear();
+    stream.rows.clear();
+    RD.prefixColors.clear();
+    stream.drawn = 0;
+    stream.resets = (stream.resets || 0) + 1;
+  }
   stream.cursor = reply.cursor;
   reply.tasks.forEach(function (t) {
     rowOf(t.worker, t.pid);
@@ -89,6 +98,7 @@ async function updateStream() {
     stream.tasks.size + " tasks, " + stream.transfers.size + " transfers";
   document.body.dataset.tasks = stream.tasks.size;
   document.body.dataset.transfers = stream.transfers.size;
+  document.body.dataset.resets = stream.resets || 0;
 }
 
 function renderProgress(reply) {

@@ -43,17 +43,35 @@ def test_prefix_layout_orders_prefixes_by_dependency_and_ignores_self_loops():
 
 
 @pytest.mark.parametrize("address, expected", [
-    (":8787", ("127.0.0.1", 8787)), ("8787", ("127.0.0.1", 8787)), (0, ("127.0.0.1", 0)),
+    (":8787", ("127.0.0.1", 8787)), ("8787", ("127.0.0.1", 8787)), (0, ("127.0.0.1", 0)), (8787, ("127.0.0.1", 8787)),
     ("0.0.0.0:9000", ("0.0.0.0", 9000)), ("http://localhost:1234", ("localhost", 1234)),
+    ("tcp://127.0.0.1:0", ("127.0.0.1", 0)), (" :8787 ", ("127.0.0.1", 8787)), (":65535", ("127.0.0.1", 65535)),
+    ("[::1]:8787", ("::1", 8787)), ("[::]:0", ("::", 0)), ("my-host.example_1:80", ("my-host.example_1", 80)),
 ])
 def test_parse_address(address, expected):
     assert parse_address(address) == expected
 
 
-@pytest.mark.parametrize("address", ["nope", ":99999", None, 1.5])
-def test_parse_address_rejects_bad_values(address):
-    with pytest.raises(ValueError, match="dashboard"):
+@pytest.mark.parametrize("address", [
+    "nope", ":99999", ":65536", -1, 65536, "", ":", "host:", ":-1", ":+80", ":8_0", ":８７", "::1:8787", "[::1]",
+    "[nope]:80", "https://host:80", "http://host:80/status", "ho st:80", "host:80:90", "1.2.3.4.5:80x",
+])
+def test_parse_address_rejects_bad_values_naming_them(address):
+    with pytest.raises(ValueError, match="dashboard") as info:
         parse_address(address)
+    assert repr(address) in str(info.value)
+
+
+@pytest.mark.parametrize("address", [None, 1.5, True, b":8787", [":8787"]])
+def test_parse_address_rejects_other_types_naming_them(address):
+    with pytest.raises(TypeError, match="dashboard_address") as info:
+        parse_address(address)
+    assert repr(address) in str(info.value)
+
+
+def test_parse_address_starts_nothing():
+    parse_address(":8787")
+    assert not ray.is_initialized()
 
 
 def test_page_files_are_in_the_package_and_load_nothing_from_the_internet():
