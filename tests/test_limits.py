@@ -258,6 +258,34 @@ def test_limited_outside_the_main_thread_uses_a_watchdog_thread():
     assert not [t for t in threading.enumerate() if t.name.startswith("raydask-time-limit")]
 
 
+_STUCK = """
+import os, sys
+from raydask import limits
+if sys.argv[1] == "fallback":  # as where there is no POSIX timer: faulthandler's own
+    def _make(self):
+        self._pid, self._ready = os.getpid(), False
+    limits._Killer._make = _make
+def spin_in_c():
+    return sum(range(10**12))
+limits.Limited(spin_in_c, 0.2, grace=0.3)()
+"""
+
+
+@pytest.mark.parametrize("mode", ["posix-timer", "fallback"])
+def test_code_stuck_in_c_ends_the_process_with_its_stacks_printed(mode):
+    import subprocess
+    import sys
+
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", _STUCK, mode], capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - start < 30  # the loop alone would run for minutes
+    assert "spin_in_c" in out.stderr  # where it was stuck, from faulthandler
+    if mode == "posix-timer":
+        assert out.returncode == -(signal.SIGRTMAX), out.stderr  # the real-time signal's default action
+    else:
+        assert out.returncode == 1 and "Timeout" in out.stderr, out.stderr
+
+
 # -- Limited, on Ray (submitted directly until the client wires annotate in) ----------
 def test_task_over_its_limit_fails_with_timeout_error(client):
     start = time.monotonic()
@@ -298,6 +326,17 @@ def test_worker_process_is_reused_with_its_alarm_cleared(client, tmp_path):
     states = client.gather([client.submit(alarm_state, pure=False) for _ in range(40)])
     assert {(handler, timer) for _, handler, timer in states} == {(signal.SIG_DFL, (0.0, 0.0))}
     assert pid in {p for p, _, _ in states}  # the same process ran more tasks
+
+
+def killer_kind():
+    from raydask import limits
+
+    Limited(inc, 10)(1)
+    return "posix-timer" if limits._killer._ready else "faulthandler"
+
+
+def test_workers_end_stuck_tasks_with_a_posix_timer(client):
+    assert client.submit(killer_kind, pure=False).result(timeout=20) == "posix-timer"
 
 
 def test_task_blocked_in_c_ends_its_worker_process(client, tmp_path):
