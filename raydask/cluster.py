@@ -21,6 +21,7 @@ import atexit
 import enum
 import logging
 import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ import weakref
 import ray
 
 from . import raycompat
+from .arguments import check_cluster_options
 from .keys import format_bytes, parse_timedelta
 
 __all__ = ["Adaptive", "LocalCluster", "RayCluster", "local_ray_addresses", "worker_table"]
@@ -77,7 +79,9 @@ def _parse_memory(value, n_workers) -> int:
 
 
 def _check_count(label, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{label} must be a non-negative integer, got {value!r}")
+    if value < 0:
         raise ValueError(f"{label} must be a non-negative integer, got {value!r}")
 
 
@@ -283,14 +287,9 @@ class LocalCluster(_ClusterBase):
     def __init__(self, n_workers=None, threads_per_worker=None, processes=True, memory_limit="auto",
                  resources=None, object_store_memory=512 * 2**20, host=None, name=None,
                  dashboard_address=":8787", silence_logs=None, **kwargs):
-        for label, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
-            if value is not None:
-                _check_count(label, value)
-        if resources is not None and not isinstance(resources, dict):
-            raise TypeError(f"resources must be a dict like {{'GPU': 1}}, got {resources!r}")
-        for rname, amount in (resources or {}).items():
-            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
-                raise ValueError(f"resource amounts must be non-negative numbers, got {rname!r}: {amount!r}")
+        # every number checked before a node starts (threads_per_worker=0 once divided by zero)
+        check_cluster_options(n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                              resources=resources, object_store_memory=object_store_memory)
         cpus = os.cpu_count() or 1
         if n_workers is None and threads_per_worker is None:
             n_workers, threads_per_worker = (cpus, 1) if cpus <= 4 else (max(1, int(cpus**0.5)), None)

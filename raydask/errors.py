@@ -10,6 +10,7 @@ with the remote frames as a real traceback (carried by tblib), a
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import CancelledError
 
 import ray.exceptions
@@ -52,20 +53,35 @@ class FutureCancelledError(CancelledError):
 class KilledWorker(Exception):
     """Raised when a task's worker died more often than its retries allow.
 
-    Same name and arguments as ``distributed.scheduler.KilledWorker``.
+    Same name and arguments as ``distributed.scheduler.KilledWorker``: the
+    task's key, the last worker that tried it (here its address) and the number
+    of deaths allowed (Ray's ``max_retries``).  ``workers`` lists the workers that
+    tried it, in order, when Ray's task events still knew them; ``attempts`` is
+    how often it was tried (``allowed_failures + 1`` unless Ray said otherwise).
     """
 
-    def __init__(self, task, last_worker=None, allowed_failures=0):
+    def __init__(self, task, last_worker=None, allowed_failures=0, *, workers=(), attempts=None):
         super().__init__(task, last_worker, allowed_failures)
         self.task = task
         self.last_worker = last_worker
         self.allowed_failures = allowed_failures
+        self.workers = list(workers)  # instance attributes survive pickling (BaseException.__reduce__)
+        self.attempts = allowed_failures + 1 if attempts is None else attempts
 
     def __str__(self) -> str:
+        last = getattr(self.last_worker, "address", self.last_worker)  # Dask passes a WorkerState
+        if self.attempts is None:  # killed_worker knew neither the retries nor Ray's task events
+            times = ""
+        else:
+            times = " once" if self.attempts == 1 else f" {self.attempts} times"
+        where = f" on {', '.join(map(str, self.workers))}" if self.workers else ""
         return (
-            f"Attempted to run task {self.task!r} on {self.allowed_failures + 1} "
-            f"different workers, but all those workers died while running it. "
-            f"The last worker that attempt to run the task was {self.last_worker}."
+            f"Attempted to run task {self.task!r}{times}{where} (allowed failures: "
+            f"{self.allowed_failures if self.attempts is not None else 'unknown'}), "
+            "but each time the worker process died while running it. "
+            f"The last worker that attempted to run the task was {last if last is not None else 'unknown'}. "
+            "Inspecting worker logs is often a good next step to diagnose what went wrong. "
+            "For more information see https://distributed.dask.org/en/stable/killed.html."
         )
 
 
@@ -120,12 +136,20 @@ def _is_ray_frames(tb) -> bool:
     return False
 
 
-def unwrap(err: BaseException, key=None) -> BaseException:
+#: ``retries=`` of :func:`unwrap` when the caller does not know the task's retries.
+UNKNOWN = object()
+
+
+def unwrap(err: BaseException, key=None, *, ref=None, retries=UNKNOWN) -> BaseException:
     """Translate an exception raised by ``ray.get`` into the one Dask raises.
 
     Args:
         err: what Ray raised.
         key: the key of the future being read, for cancellation messages.
+        ref: the task's value ref (``FutureState.ref``); with it a dead worker's
+            :class:`KilledWorker` says how often and where the task ran.
+        retries: the task's ``retries=`` as submitted (None: Ray's default of 3);
+            leave it out when unknown.
     Returns:
         The exception to raise in the user's code (never a Ray wrapper when the
         task's own exception could be recovered).
@@ -137,9 +161,90 @@ def unwrap(err: BaseException, key=None) -> BaseException:
     if isinstance(err, ray.exceptions.RayTaskError):
         cause = err.cause
         if isinstance(cause, ray.exceptions.RayError) and cause is not err:
-            return unwrap(cause, key)
+            return unwrap(cause, key)  # a dependency's failure: not this task's attempts
         if isinstance(cause, BaseException):
             return restore(cause)
     if isinstance(err, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)):
-        return KilledWorker(key, None, 0)
+        return killed_worker(key, ref, retries)
     return err
+
+
+#: Ray's ``max_retries`` for a task that did not set it (``retries=None``).
+RAY_DEFAULT_MAX_RETRIES = 3
+
+
+def killed_worker(key, ref=None, retries=UNKNOWN) -> KilledWorker:
+    """The :class:`KilledWorker` for a task whose worker died on every attempt.
+
+    Ray raises ``WorkerCrashedError``/``NodeDiedError`` from ``ray.get`` only
+    once the retries are spent, so the task ran ``max_retries + 1`` times
+    (``retries=None``: Ray's default, 3).  With ``ref``, the GCS's task events
+    for its task id (kept whether or not Ray's dashboard runs) give the
+    attempts and the node of each.  Knowing neither, the message gives no count
+    rather than a wrong one.
+    """
+    known = retries is not UNKNOWN
+    allowed = RAY_DEFAULT_MAX_RETRIES if retries is None or not known else retries
+    attempts = _task_attempts(ref, allowed + 1 if known else 1) if ref is not None else None
+    if not attempts:
+        err = KilledWorker(key, None, allowed)
+        if not known:
+            err.attempts = None
+        return err
+    workers = []
+    for address in attempts:
+        if address is not None and address not in workers:
+            workers.append(address)
+    last = next((a for a in reversed(attempts) if a is not None), None)
+    # an attempt the events missed still ran; unknown retries: the events are all we know
+    tried = max(allowed + 1, len(attempts)) if known else len(attempts)
+    return KilledWorker(key, last, tried - 1, workers=workers, attempts=tried)
+
+
+def _task_attempts(ref, expected: int, patience: float = 1.0) -> list | None:
+    """The worker address of each attempt of ``ref``'s task, from the GCS (None: unknown).
+
+    One filtered ``GetTaskEvents`` call took ~20 ms here.  The events lag the
+    work by up to a second (workers report them in batches), so while an
+    attempt has no node yet this asks again, for at most ``patience`` seconds:
+    it runs only when a worker died, on the thread that settles the failure.
+    Private Ray API (``ray.core.generated``, ``ray._private.grpc_utils``): any
+    failure here means "unknown", never a different exception.
+    """
+    try:
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+        task_id = ref.task_id().binary()
+        channel = init_grpc_channel(ray.get_runtime_context().gcs_address, asynchronous=False)
+    except Exception:  # noqa: BLE001 - a Ray without these, or not connected
+        return None
+    try:
+        stub = gcs_service_pb2_grpc.TaskInfoGcsServiceStub(channel)
+        filters = gcs_service_pb2.GetTaskEventsRequest.Filters()
+        filters.task_filters.append(gcs_service_pb2.GetTaskEventsRequest.Filters.TaskIdFilter(task_id=task_id))
+        request = gcs_service_pb2.GetTaskEventsRequest(limit=100, filters=filters)
+        deadline = time.monotonic() + patience
+        while True:
+            reply = stub.GetTaskEvents(request, timeout=2)
+            nodes = {}
+            for event in reply.events_by_task:
+                node = event.state_updates.node_id
+                nodes[event.attempt_number] = node.hex() if node else nodes.get(event.attempt_number)
+            complete = len(nodes) >= expected and all(nodes.values())
+            if complete or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        if not nodes:
+            return None
+        addresses = _node_addresses()
+        return [addresses.get(nodes[n]) if nodes[n] else None for n in sorted(nodes)]
+    except Exception:  # noqa: BLE001 - the GCS did not answer: the workers stay unknown
+        return None
+    finally:
+        channel.close()
+
+
+def _node_addresses() -> dict:
+    """``{node id: worker address}`` for every node Ray knows, dead ones too (as ``worker_table``)."""
+    return {n["NodeID"]: f"tcp://{n['NodeManagerAddress']}:{n['NodeManagerPort']}" for n in ray.nodes()}

@@ -175,29 +175,51 @@ def format_time(n: float) -> str:
     return f"{n * 1e6:.2f} us"
 
 
+#: The longest duration accepted (about 31 years): Ray's ``ray.get`` overflows past ~9e15 s,
+#: and a longer wait is what ``None`` means.
+MAX_SECONDS = 1e9
+
+_UNITS = {"": 1, "s": 1, "sec": 1, "second": 1, "seconds": 1, "ms": 1e-3, "millisecond": 1e-3,
+          "milliseconds": 1e-3, "us": 1e-6, "microsecond": 1e-6, "microseconds": 1e-6, "m": 60,
+          "min": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600, "hour": 3600,
+          "hours": 3600, "d": 86400, "day": 86400, "days": 86400, "w": 604800, "week": 604800,
+          "weeks": 604800}
+
+
 def parse_timedelta(value, name="timeout"):
-    """Seconds from ``10``, ``"10s"``, ``"500ms"``, ``"2 minutes"`` or ``None``."""
+    """Seconds (a float) from ``10``, ``"10s"``, ``"500ms"``, ``"2 minutes"``, a ``timedelta``, or ``None``.
+
+    Raises:
+        TypeError: if ``value`` is not a number, a string, a ``timedelta`` or None.
+        ValueError: if it is negative, NaN, infinite, longer than ``MAX_SECONDS``,
+            or a string that is not a duration.
+
+    Differences from dask.distributed:
+        Dask raises ``KeyError`` for an unknown unit and a ``ValueError`` about
+        ``'1-1'`` for ``-1``; this raises ``ValueError`` naming ``name`` and the value.
+    """
+    import math
+    import numbers
+
     if value is None:
         return None
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)) and not hasattr(value, "total_seconds"):
         raise TypeError(f"{name} must be a number of seconds or a string like '10s', got {value!r}")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"{name} must not be negative, got {value!r}")
-        return float(value)
-    if hasattr(value, "total_seconds"):
-        return value.total_seconds()
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", value)
-        if m:
-            units = {"": 1, "s": 1, "sec": 1, "second": 1, "seconds": 1, "ms": 1e-3,
-                     "milliseconds": 1e-3, "us": 1e-6, "m": 60, "min": 60, "minute": 60,
-                     "minutes": 60, "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600,
-                     "d": 86400, "day": 86400, "days": 86400}
-            unit = units.get(m.group(2).lower())
-            if unit is not None:
-                try:
-                    return float(m.group(1)) * unit
-                except ValueError:
-                    pass
-    raise ValueError(f"could not parse {name} {value!r} as a duration")
+        m = re.fullmatch(r"\s*([-+]?)\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*", value)
+        unit = _UNITS.get(m.group(3).lower()) if m else None
+        if unit is None:
+            raise ValueError(f"could not parse {name} {value!r} as a duration; use seconds or a string like '10s'")
+        seconds = float(m.group(2)) * unit * (-1 if m.group(1) == "-" else 1)
+    else:
+        try:
+            seconds = float(value.total_seconds() if hasattr(value, "total_seconds") else value)
+        except (TypeError, ValueError, OverflowError):
+            raise TypeError(f"{name} must be a number of seconds or a string like '10s', got {value!r}") from None
+    if math.isnan(seconds):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if seconds < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"{name} {value!r} is too long (at most {MAX_SECONDS:g} s); use None to wait without a limit")
+    return seconds
