@@ -9,6 +9,7 @@ from .client import Client, fire_and_forget, futures_of
 from .cluster import LocalCluster
 from .errors import CancelledError, FutureCancelledError, KilledWorker, TimeoutError, WorkerStartTimeoutError
 from .future import Future
+from .limits import annotate
 from .progress import progress
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .worker import default_client, get_client, get_worker, rejoin, secede, worker_client
@@ -27,6 +28,7 @@ __all__ = [
     "LocalCluster",
     "TimeoutError",
     "WorkerStartTimeoutError",
+    "annotate",
     "as_completed",
     "default_client",
     "fire_and_forget",

@@ -23,20 +23,26 @@ from collections.abc import Iterator
 import ray
 import ray.exceptions
 
+from . import arguments, limits
 from . import worker as _worker
 from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
 from .errors import FutureCancelledError, unwrap
-from .events import EventLog, TaskRecord
+from .events import EventLog
+from .records import TaskRecord
 from .future import Future, FutureState, Settler, Status, notify, quick
 from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
 from .scheduling import (
-    Dispatcher, _nbytes, install_upload, node_has, node_resources, pack, placement_options, refresh,
-    run_on_nodes, task_options,
+    Dispatcher, _nbytes, call_args, install_upload, node_has, node_resources, pack, placement_options,
+    harvest, outcomes, refresh, run_on_nodes, task_options,
 )
 
 __all__ = ["Client", "fire_and_forget", "futures_of"]
 
 logger = logging.getLogger("raydask")
+
+#: Seconds a cancelled running task may ignore Ray's interrupt before ``cancel(force=True)``
+#: ends its worker process.
+FORCE_GRACE = 2.0
 
 
 class ClientStatus(enum.Enum):
@@ -57,6 +63,8 @@ class Client:
         name: a label for this client.
         timeout: seconds to wait for the cluster to come up.
         dashboard_address: where the dashboard listens (``":8787"``); None disables it.
+        dashboard_max_tasks: how many tasks the dashboard remembers; past it the
+            oldest ones the client released are forgotten (raydask only).
         **cluster_kwargs: passed to :class:`LocalCluster` (``n_workers``,
             ``threads_per_worker``, ``processes``, ``memory_limit``, ``resources``...).
 
@@ -67,11 +75,23 @@ class Client:
     def __init__(self, address=None, loop=None, timeout=None, set_as_default=True, scheduler_file=None,
                  security=None, asynchronous=False, name=None, heartbeat_interval=None,
                  serializers=None, deserializers=None, extensions=None, direct_to_workers=None,
-                 connection_limit=512, dashboard_address=":8787", **cluster_kwargs):
+                 connection_limit=512, dashboard_address=":8787", dashboard_max_tasks=10_000,
+                 **cluster_kwargs):
+        # Everything is checked before anything starts: a constructor that fails
+        # leaves no Ray, no thread and no port behind.
         if asynchronous:
             raise ValueError("raydask's Client is synchronous; asynchronous=True is not supported")
         if address is not None and not isinstance(address, (str, _ClusterBase)):
             raise TypeError(f"address must be a Ray address string or a LocalCluster, got {address!r}")
+        arguments.check_client_options(timeout=timeout, set_as_default=set_as_default, name=name,
+                                       asynchronous=asynchronous)
+        if dashboard_address is not None:
+            from .dashboard.server import parse_address
+
+            parse_address(dashboard_address)
+        if (not isinstance(dashboard_max_tasks, int) or isinstance(dashboard_max_tasks, bool)
+                or dashboard_max_tasks < 1):
+            raise ValueError(f"dashboard_max_tasks must be a positive integer, got {dashboard_max_tasks!r}")
         self.status_enum = ClientStatus.NEWLY_CREATED
         self.id = f"Client-{uuid.uuid1()}"
         self.name = name
@@ -81,14 +101,19 @@ class Client:
         self._dispatcher = Dispatcher()
         self._resources_ok: set = set()
         self._gate = None  # raydask.priority.Gate, once a priority was seen
+        self._threads: list = []  # short-lived helper threads (force-cancel), joined on close
         self._owns_cluster = False
-        self.cluster = self._connect(address, cluster_kwargs)
-        self._settler = Settler(name="raydask")
         self._events = None
         self._dashboard = None
-        if dashboard_address is not None and not _worker.in_task():
-            self._events = EventLog()
-            self._start_dashboard(dashboard_address)
+        self.cluster = self._connect(address, cluster_kwargs)
+        self._settler = Settler(name="raydask")
+        try:
+            if dashboard_address is not None and not _worker.in_task():
+                self._events = EventLog(max_tasks=dashboard_max_tasks)
+                self._start_dashboard(dashboard_address)
+        except BaseException:
+            self._abandon()
+            raise
         self.status_enum = ClientStatus.RUNNING
         _worker.register(self, set_as_default)
 
@@ -110,6 +135,15 @@ class Client:
             return RayCluster(address)
         self._owns_cluster = True
         return LocalCluster(**cluster_kwargs)
+
+    def _abandon(self) -> None:
+        """Undo a constructor that failed half-way: stop what it started."""
+        if self._dashboard is not None:
+            self._dashboard.stop()
+        self._settler.close()
+        if self._owns_cluster or isinstance(self.cluster, RayCluster):
+            self.cluster.close()
+        self.status_enum = ClientStatus.CLOSED
 
     def _start_dashboard(self, dashboard_address):
         try:
@@ -184,8 +218,7 @@ class Client:
                 return
             if self._states.get(state.key) is state:
                 del self._states[state.key]
-        if self._events is not None:
-            self._events.released(state.key)
+        state.drop()
 
     # -- submit and map -------------------------------------------------------------
     def submit(self, func, *args, key=None, workers=None, resources=None, retries=None, priority=None,
@@ -212,10 +245,15 @@ class Client:
         if not callable(func):
             raise TypeError(f"First input to submit must be a callable function, got {func!r}")
         self._check_running()
-        if actor or actors:
-            raise NotImplementedError("actor=True is not supported by raydask; use Ray actors directly")
-        if allow_other_workers not in (True, False, None):
-            raise TypeError(f"allow_other_workers= must be True or False, got {allow_other_workers!r}")
+        if not (workers is None and resources is None and retries is None and priority is None
+                and fifo_timeout == "100 ms" and allow_other_workers is False and actor is False
+                and actors is False and pure is True):  # the defaults need no checking
+            checked = arguments.check_submit_options(
+                key=key, workers=workers, resources=resources, retries=retries, priority=priority,
+                fifo_timeout=fifo_timeout, allow_other_workers=allow_other_workers, actor=actor,
+                actors=actors, pure=pure)
+            fifo_timeout = checked.fifo_timeout
+        limit = limits.current_time_limit()
         named = key is not None
         if key is None:
             if pure:
@@ -228,42 +266,52 @@ class Client:
             state = self._states.get(key)
             if state is not None:
                 return Future(state, self)
-        if allow_other_workers and workers is None:
-            raise ValueError("Only use allow_other_workers= if using workers=")
         options = self._options(workers, resources, retries, allow_other_workers)
+        if limit is not None:  # raydask.annotate(time_limit=...): the key stays the function's
+            func = limits.Limited(func, limit)
         return Future(self._submit(func, key, args, kwargs, options, priority, fifo_timeout, named), self)
 
     def _submit(self, func, key, args, kwargs, options, priority, fifo_timeout="100 ms", named=False):
         """Submit one task under ``key``; ``named``: the user chose the key, so Ray's task gets it as name."""
-        packed, call_args, deps = pack(args, kwargs, Future)
+        packed, refs, deps = pack(args, kwargs, Future)
+        # the user's own key names the Ray task (get_worker().get_current_task() reads it)
+        name = (key if type(key) is str else str(key)) if named else None
+        dep_keys = tuple(d.key for d in deps)
         gate = self._gate
         if gate is None and priority is not None:
             gate = self._start_gate()
-        ticket = None
-        if gate is not None:
-            cpus = options.get("num_cpus", 1) if options else 1
-            # a free slot and nobody waiting in the gate: start now, as Dask would
-            if not gate.admit(deps, cpus):
-                ticket, ticket_ref = gate.ticket()
-        # the user's own key names the Ray task (get_worker().get_current_task() reads it)
-        name = (key if type(key) is str else str(key)) if named else None
-        if ticket is None:  # the default path (no priority= seen yet) is just this
-            ref, receipt = self._dispatcher.submit(func, packed, call_args, options, name)
+        if gate is None:  # the default path (no priority= seen yet) is just this
+            ref, receipt = self._dispatcher.submit(func, packed, refs, options, name)
+            state = FutureState(key, ref, receipt, dep_keys, tuple(deps), priority)
         else:
-            ref, receipt = self._dispatcher.submit_gated(func, packed, call_args, options, ticket_ref, name)
-        state = FutureState(key, ref, receipt, tuple(d.key for d in deps))
+            state = FutureState(key, None, None, dep_keys, tuple(deps), priority, held=True)
         with self._lock:
             self._states[key] = state
+        events = self._events
+        if events is not None:
+            # the log listens to the state; the dashboard collects finished receipts
+            # in batches (raydask.dashboard.collect): no per-task completion callback
+            events.add(state)
+            if events.crowded:  # full of tasks dropped before anyone saw them end: look now
+                events.crowded = False
+                harvest({st.receipt: st for st in events.dropped_pending()}, timeout=0)
         if gate is not None:
-            if ticket is None:
-                gate.track(state, priority, cpus)
-            else:
-                gate.add(state, ticket, priority, deps, cpus, parse_timedelta(fifo_timeout))
-        if self._events is not None:
-            # the dashboard collects finished receipts in batches (raydask.dashboard.collect):
-            # no per-task completion callback here; a watched future still reports at once
-            self._events.submitted(key, state.deps, priority or 0, receipt)
-            state.add_waiter(self._record)
+            dispatcher = self._dispatcher
+
+            def dispatch():  # on release: pack the refs as they are then, submit to Ray
+                for dep in deps:
+                    if dep.ref is None:  # cancelled while held: it never became a Ray task
+                        raise FutureCancelledError(key, "an input was cancelled")
+                return dispatcher.submit(func, packed, call_args(packed, args, deps), options, name)
+
+            gate.hold(state, dispatch, priority, deps, _demand(options), parse_timedelta(fifo_timeout))
+            if state.ref is None and state.status is Status.ERROR:
+                # released at once and Ray refused it (an argument it cannot serialize):
+                # raise here, as the default path does, and forget the key
+                with self._lock:
+                    if self._states.get(key) is state:
+                        del self._states[key]
+                raise state.exception
         return state
 
     def _start_gate(self):
@@ -274,6 +322,14 @@ class Client:
             if self._gate is None:
                 self._gate = Gate(self._settler)
             return self._gate
+
+    def _stop_gate(self) -> None:
+        """Go back to the default path (nothing held any more; for tests that share a client)."""
+        with self._lock:
+            gate, self._gate = self._gate, None
+        if gate is not None:
+            for st in gate.close():
+                notify(st.cancel("priority gate stopped"), st)
 
     def _options(self, workers, resources, retries, allow_other_workers):
         placement = None
@@ -331,20 +387,17 @@ class Client:
                 "Consider using a normal for loop and Client.submit"
             )
         self._check_running()
-        if actor or actors:
-            raise NotImplementedError("actor=True is not supported by raydask; use Ray actors directly")
         for it in iterables:
             if not hasattr(it, "__iter__"):
                 raise TypeError(f"map expects iterables after the function, got {it!r}")
-        if allow_other_workers and workers is None:
-            raise ValueError("Only use allow_other_workers= if using workers=")
         calls = list(zip(*[list(it) for it in iterables]))
+        checked = arguments.check_map_options(
+            n_calls=len(calls), key=key, batch_size=batch_size, workers=workers, resources=resources,
+            retries=retries, priority=priority, fifo_timeout=fifo_timeout,
+            allow_other_workers=allow_other_workers, actor=actor, actors=actors, pure=pure)
+        fifo_timeout = checked.fifo_timeout
         named = isinstance(key, list)
         if named:
-            if len(key) != len(calls):
-                raise ValueError(f"map got {len(key)} keys for {len(calls)} calls")
-            for k in key:
-                validate_key(k)
             keys = key
         else:
             prefix = key or funcname(func)
@@ -353,12 +406,14 @@ class Client:
             else:
                 keys = [f"{prefix}-{uuid.uuid4()}" for _ in calls]
         options = self._options(workers, resources, retries, allow_other_workers)
+        limit = limits.current_time_limit()
+        task = func if limit is None else limits.Limited(func, limit)  # keys stay the function's
         futures = []
         for k, args in zip(keys, calls):
             with self._lock:
                 state = self._states.get(k)
             if state is None:
-                state = self._submit(func, k, args, kwargs, options, priority, fifo_timeout, named)
+                state = self._submit(task, k, args, kwargs, options, priority, fifo_timeout, named)
             futures.append(Future(state, self))
         return futures
 
@@ -369,8 +424,7 @@ class Client:
         Args:
             errors: ``"raise"`` the first failure, or ``"skip"`` failed futures.
         """
-        if errors not in ("raise", "skip"):
-            raise ValueError(f"Bad value, `errors={errors!r}`; use 'raise' or 'skip'")
+        arguments.check_gather_options(errors=errors, direct=direct)
         if isinstance(futures, Future):
             return futures.result()
         if isinstance(futures, pyqueue.Queue):
@@ -385,7 +439,14 @@ class Client:
         return _substitute(futures, values, bad)
 
     def _fetch(self, states, errors):
-        """``({key: value}, {bad keys})`` for ``states`` in one Ray call where possible."""
+        """``({key: value}, {bad keys})`` for ``states`` in one Ray call where possible.
+
+        Fetching settles the states too (one more local call for the small
+        receipts), so ``status`` and the dashboard know a gathered task ended.
+        """
+        for st in states:
+            if st.ref is None:  # held by the priority gate: wait until it is a Ray task
+                st.wait_dispatched()
         bad = set()
         for st in states:
             if st.status is Status.CANCELLED:
@@ -395,16 +456,21 @@ class Client:
         live = [st for st in states if st.key not in bad]
         if errors == "raise":
             try:
-                return dict(zip((st.key for st in live), ray.get([st.ref for st in live]))), bad
+                values = ray.get([st.ref for st in live])
             except ray.exceptions.RayError as err:
                 failed = next((st for st in live if _failed(st)), None)
-                raise unwrap(err, failed.key if failed else None) from None
+                if failed is not None and failed.exception is not None:
+                    raise failed.exception from None
+                raise unwrap(err, failed.key if failed else None, ref=failed.ref if failed else None) from None
+            _settle(live)
+            return dict(zip((st.key for st in live), values)), bad
         values = {}
         for st in live:
             try:
                 values[st.key] = ray.get(st.ref)
             except ray.exceptions.RayError:
                 bad.add(st.key)
+        _settle(live)
         return values, bad
 
     def scatter(self, data, workers=None, broadcast=False, direct=None, hash=True, timeout=None,
@@ -421,6 +487,8 @@ class Client:
             that use it.
         """
         self._check_running()
+        arguments.check_scatter_options(workers=workers, broadcast=broadcast, hash=hash, timeout=timeout,
+                                        direct=direct)
         if isinstance(data, pyqueue.Queue) or isinstance(data, Iterator):
             if isinstance(data, pyqueue.Queue):
                 raise TypeError("scatter does not take a queue; scatter its items in a loop instead")
@@ -449,45 +517,71 @@ class Client:
             with self._lock:
                 self._states[key] = state
             if self._events is not None:
-                self._events.submitted(key, ())
-                self._events.finished(key, state.record)
+                self._events.add(state)
         return Future(state, self)
 
     # -- control ----------------------------------------------------------------------
     def cancel(self, futures, asynchronous=None, force=False, reason=None, msg=None):
         """Cancel futures: they become ``cancelled`` and ``result()`` raises ``CancelledError``.
 
-        A task that has not started is skipped by Ray when that is safe.
+        A task the priority gate still holds is simply forgotten (it never was a
+        Ray task); one that has not started is skipped by Ray when that is safe.
+
+        Args:
+            force: also end the worker process of a running task that ignores the
+                interrupt for :data:`FORCE_GRACE` seconds.
 
         Differences from dask.distributed:
             A task already running when cancelled is interrupted by Ray
-            (``KeyboardInterrupt`` inside it); Dask lets it run and drops the result.
-            A task whose inputs are still being computed is not cancelled inside Ray,
-            because that can crash the driver (RAY-NOTES; ray-project/ray#18908):
-            it still runs, and its result is dropped.
+            (``KeyboardInterrupt`` inside it); Dask lets it run and drops the result
+            (dask/distributed#4694).  ``force=True`` kills the worker process of a
+            task that ignores the interrupt; in Dask it means "even if other clients
+            want it".  A task whose inputs are still being computed is not cancelled
+            inside Ray, because that can crash the driver (RAY-NOTES;
+            ray-project/ray#18908): it still runs, and its result is dropped.
         """
         if isinstance(futures, Future):
             futures = [futures]
         states = {}
         for f in futures_of(futures):
             states.setdefault(f.key, f._state)
+        interrupted = []
         for st in self._with_dependents(states).values():
             if st.status is not Status.PENDING:
                 continue
-            # a task behind the priority gate is never ray.cancel-ed (its ticket may be pending)
-            gated = self._gate is not None and self._gate.discard(st)
+            held = self._gate is not None and self._gate.discard(st)
             waiters = st.cancel(reason)
             with self._lock:
                 if self._states.get(st.key) is st:
                     del self._states[st.key]
-            if self._events is not None:
-                self._events.finished(st.key, None, state="cancelled")
             notify(waiters, st)
-            if not gated and self._safe_to_cancel(st):
+            if not held and st.ref is not None and self._safe_to_cancel(st):
                 try:
                     ray.cancel(st.ref, force=False, recursive=False)
+                    interrupted.append(st)
                 except Exception:  # noqa: BLE001 - already finished or gone
                     pass
+        if force and interrupted:
+            self._force_later(interrupted)
+
+    def _force_later(self, states) -> None:
+        """Kill the worker processes of ``states``' tasks still running after the grace period."""
+        receipts = [st.receipt for st in states]
+
+        def run():
+            ready, running = ray.wait(receipts, num_returns=len(receipts), timeout=FORCE_GRACE,
+                                      fetch_local=False)
+            for receipt in running:
+                ref = next(st.ref for st in states if st.receipt is receipt)
+                try:
+                    ray.cancel(ref, force=True, recursive=False)
+                except Exception:  # noqa: BLE001 - ended meanwhile
+                    pass
+
+        thread = threading.Thread(target=run, name="raydask-force-cancel", daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     def _with_dependents(self, states: dict) -> dict:
         """``states`` plus every pending key of this client that depends on one of them.
@@ -508,13 +602,14 @@ class Client:
         return wanted
 
     def _safe_to_cancel(self, state) -> bool:
-        refs = []
-        with self._lock:
-            for key in state.deps:
-                dep = self._states.get(key)
-                if dep is None:
-                    return False
-                refs.append(dep.ref)
+        """Whether ``ray.cancel`` may be used: every input is ready (RAY-NOTES: a pending
+        small input can crash the driver when its consumer is cancelled)."""
+        deps = state.dep_states
+        if len(deps) < len(state.deps):
+            return False  # inputs we cannot see (a recorded or rebuilt state)
+        if any(d.ref is None for d in deps):
+            return False
+        refs = [d.ref for d in deps]
         if not refs:
             return True
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
@@ -663,20 +758,17 @@ class Client:
         self._check_running()
         with self._lock:
             states = list(self._states.values())
-        stoppable = {st.key for st in states if st.receipt is not None and st.status is Status.PENDING
-                     and self._safe_to_cancel(st)}
+        gate = self._gate
+        held = {st.key for st in states if gate is not None and gate.discard(st)}  # never Ray tasks
+        stoppable = {st.key for st in states if st.key not in held and st.receipt is not None
+                     and st.status is Status.PENDING and self._safe_to_cancel(st)}
         with self._lock:
             self._states.clear()
             self._keep_alive.clear()
-        gate = self._gate
         for st in states:
-            if gate is not None and gate.discard(st):
-                stoppable.discard(st.key)  # see cancel: gated tasks are not ray.cancel-ed
             st.cancel_reason = "scheduler-restart"
             waiters = st.settle(Status.CANCELLED, exception=FutureCancelledError(
                 st.key, "scheduler-restart", "Scheduler has restarted. Please re-run your work."), force=True)
-            if self._events is not None:
-                self._events.finished(st.key, None, state="cancelled")
             notify(waiters, st)
             if st.key in stoppable:
                 try:
@@ -700,10 +792,14 @@ class Client:
             states = list(self._states.values())
             self._states.clear()
             self._keep_alive.clear()
-        for st in states:
-            st.cancel("client closed")
         if self._gate is not None:
-            self._gate.close()
+            self._gate.close()  # before the states: nothing more is released to Ray
+        for st in states:
+            notify(st.cancel("client closed"), st)
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(timeout=FORCE_GRACE + 5)
         self._settler.close()
         self._dispatcher.clear()
         if self._owns_cluster:
@@ -716,30 +812,42 @@ class Client:
         """Close the client and the cluster it started (never a cluster it joined)."""
         self.close()
 
-    # -- events for progress and the dashboard ----------------------------------------
-    @quick
-    def _record(self, state):
-        """Tell the event log how a key ended (quick: it may run on Ray's callback thread)."""
-        events = self._events
-        if events is None:
-            return
-        if state.status is Status.FINISHED:
-            events.finished(state.key, state.record)
-        elif state.status is Status.CANCELLED:
-            events.finished(state.key, None, state="cancelled")
-        else:
-            events.finished(state.key, state.record, error=state.exception)
+
+def _demand(options) -> dict:
+    """What a task holds while it runs, in Ray's resource names (for the priority gate's window)."""
+    if not options:
+        return {"CPU": 1.0}
+    demand = {"CPU": float(options.get("num_cpus", 1))}
+    if options.get("num_gpus"):
+        demand["GPU"] = float(options["num_gpus"])
+    for name, amount in (options.get("resources") or {}).items():
+        demand[name] = float(amount)
+    return demand
 
 
 def _failed(state) -> bool:
-    ready, _ = ray.wait([state.receipt], timeout=0, fetch_local=False) if state.receipt is not None else ([], None)
+    """Whether ``state``'s task is known to have failed; settles it if so."""
+    if state.status in (Status.ERROR, Status.LOST):
+        return True
+    if state.receipt is None:
+        return False
+    ready, _ = ray.wait([state.receipt], timeout=0, fetch_local=False)
     if not ready:
         return False
     try:
         ray.get(state.receipt)
         return False
-    except ray.exceptions.RayError:
+    except ray.exceptions.RayError as err:
+        notify(state.settle_from_receipt(err), state)
         return True
+
+
+def _settle(states) -> None:
+    """Settle pending ``states`` whose values were fetched, from their receipts (one Ray call)."""
+    pending = [st for st in states if st.status is Status.PENDING and st.receipt is not None]
+    if pending:
+        for st, value in zip(pending, outcomes([st.receipt for st in pending])):
+            notify(st.settle_from_receipt(value), st)
 
 
 def futures_of(obj) -> list:

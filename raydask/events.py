@@ -1,170 +1,226 @@
-"""What happened to each task, for ``progress`` and the dashboard.
+"""The dashboard's record of tasks: a listener on the tasks' one state, bounded.
 
-The client writes here on submit (key, prefix, dependencies) and when a task's
-receipt arrives (where and when it ran, result type and size); readers take
-consistent snapshots.  A monotonically increasing ``cursor`` lets the dashboard
-ask only for what changed since its last look.  Nothing here talks to Ray.
+The state of a task lives in its :class:`~raydask.future.FutureState`; the
+:class:`EventLog` does not copy it.  It keeps, per key, either that live state
+(while the client holds the key or the task still runs) or, once the client
+released a task that ended, a small frozen :class:`TaskEvent` row.  Every
+state change calls :meth:`EventLog.changed` (the state's ``listener``), which
+only stamps the key with a new cursor value, so the dashboard can ask for what
+changed since its last look.
+
+Bounded: past ``max_tasks`` keys the oldest frozen rows are forgotten, a tenth
+at once; live states are the client's own and stay.  A task whose futures were
+dropped before it ended stays live until somebody learns how it ended (the
+dashboard's collector, or the client's sweep of such tasks).  Nothing here
+talks to Ray.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
+from .future import FutureState, Status
 from .keys import key_split
+from .records import TaskRecord
 
 __all__ = ["EventLog", "TaskEvent", "TaskRecord"]
 
 
 @dataclass(slots=True)
-class TaskRecord:
-    """The receipt a task sends home next to its value (its second return)."""
-
-    type: str
-    nbytes: int
-    start: float
-    stop: float
-    node_id: str
-    pid: int
-
-
-@dataclass(slots=True)
 class TaskEvent:
-    """Everything the dashboard knows about one key."""
+    """What the dashboard reads about one key: a snapshot, never written back."""
 
     key: str
     prefix: str
     deps: tuple
     submitted: float
-    state: str = "waiting"  # waiting / processing / memory / erred / released / cancelled
+    state: str = "processing"  # queued / waiting / processing / memory / erred / released / cancelled
     priority: int = 0
     record: TaskRecord | None = None
     error: str | None = None
     seq: int = 0  # cursor value of the latest change
-    waiting_on: int = 0  # dependencies not yet in memory
-    created: int = 0  # cursor value when the key was first submitted (its edges are new then)
-    dropped: bool = False  # the client let go of it before it finished (it still runs)
+    created: int = 0  # cursor value when the key was first seen (its edges are new then)
+
+
+class _Slot:
+    __slots__ = ("obj", "seq", "created")
+
+    def __init__(self, obj, seq):
+        self.obj = obj  # a live FutureState, or a frozen TaskEvent
+        self.seq = seq
+        self.created = seq
+
+
+class _Recorded:
+    """Stands in for Ray refs in states made by :meth:`EventLog.submitted` (no Ray task)."""
+
+    __slots__ = ()
+
+
+_RECORDED = _Recorded()
+
+
+def _error_text(exc) -> str | None:
+    return None if exc is None else f"{type(exc).__name__}: {exc}"
+
+
+def view(state, slot) -> TaskEvent:
+    """A :class:`TaskEvent` snapshot of a live state (what the dashboard reads)."""
+    erred = state.status in (Status.ERROR, Status.LOST)
+    return TaskEvent(
+        state.key, key_split(state.key), state.deps, state.submitted, state.phase(), state.priority or 0,
+        state.record, _error_text(state.exception) if erred else None,
+        slot.seq, slot.created,
+    )
 
 
 class EventLog:
-    """Thread-safe record of every key the client submitted, with a change cursor."""
+    """Thread-safe index of the tasks a client submitted, with a change cursor.
 
-    def __init__(self, max_tasks: int = 100_000):
+    Args:
+        max_tasks: how many keys to remember; past it the oldest released ones go.
+    """
+
+    def __init__(self, max_tasks: int = 10_000):
+        if not isinstance(max_tasks, int) or isinstance(max_tasks, bool) or max_tasks < 1:
+            raise ValueError(f"max_tasks must be a positive integer, got {max_tasks!r}")
         self._lock = threading.Lock()
-        self._tasks: dict[str, TaskEvent] = {}
-        self._dependents: dict[str, list[str]] = {}
-        self._pending: dict[str, object] = {}  # key -> receipt handle, until finished
+        self._slots: dict = {}  # key -> _Slot, in the order keys were first seen
+        self._dependents: dict = {}  # key -> keys waiting on it (while it is pending)
+        self._forgotten: deque = deque(maxlen=100_000)  # (cursor, key) of evicted keys
         self._seq = 0
+        self._released = 0  # frozen rows among the slots
         self.max_tasks = max_tasks
         self._evict_at = max_tasks
+        self.crowded = False  # set when eviction found too few released keys to forget
         self.started = time.time()
 
     @property
     def cursor(self) -> int:
         return self._seq
 
-    def _touch(self, ev: TaskEvent) -> None:
-        self._seq += 1
-        ev.seq = self._seq
+    def __len__(self) -> int:
+        return len(self._slots)
 
-    def submitted(self, key: str, deps: tuple, priority: int = 0, receipt=None) -> None:
-        """Record a new key.
-
-        ``receipt`` is an opaque handle on the task's receipt (its Ray ref); the
-        dashboard collects finished receipts in batches (:meth:`pending`), so
-        submitting costs no per-task completion callback.
-        """
+    # -- listening ----------------------------------------------------------------------
+    def add(self, state) -> None:
+        """Start following ``state`` (a new key of the client): it tells us of its changes."""
         with self._lock:
-            if key in self._tasks:
+            key = state.key
+            if key in self._slots:
                 return
-            if receipt is not None:
-                self._pending[key] = receipt
-            ev = TaskEvent(key, key_split(key), deps, time.time(), priority=priority)
-            for d in deps:
-                dep = self._tasks.get(d)
-                if dep is not None and dep.state in ("waiting", "processing"):
-                    ev.waiting_on += 1
-                    self._dependents.setdefault(d, []).append(key)
-            ev.state = "waiting" if ev.waiting_on else "processing"
-            self._tasks[key] = ev
-            self._touch(ev)
-            ev.created = ev.seq
-            if len(self._tasks) > self._evict_at:
+            self._seq += 1
+            self._slots[key] = _Slot(state, self._seq)
+            for dep in state.dep_states:
+                if dep.status is Status.PENDING and dep.key in self._slots:
+                    self._dependents.setdefault(dep.key, []).append(key)
+            state.listener = self.changed
+            if len(self._slots) > self._evict_at:
                 self._evict()
+        if state.status is not Status.PENDING and state.dropped:
+            self.changed(state)
 
-    def finished(self, key: str, record: TaskRecord | None, error: BaseException | None = None,
-                 state: str | None = None) -> None:
-        if record is None and error is not None:
-            # the task wrapper attaches where and when a task failed to its exception
-            receipt = getattr(error, "_raydask_receipt", None)
-            if isinstance(receipt, tuple) and len(receipt) == 6:
-                record = TaskRecord(*receipt)
+    def changed(self, state) -> None:
+        """``state`` was dispatched, settled or dropped (called by the state, any thread)."""
         with self._lock:
-            self._pending.pop(key, None)
-            ev = self._tasks.get(key)
-            if ev is None or ev.record is not None or ev.state in ("erred", "cancelled"):
-                return  # unknown, or already told (by the client and by a collector)
-            ev.record = record
-            if state is not None:
-                ev.state = state
-            elif error is not None:
-                ev.state, ev.error = "erred", f"{type(error).__name__}: {error}"
-            else:
-                ev.state = "released" if ev.dropped else "memory"
-            self._touch(ev)
-            for other_key in self._dependents.pop(key, ()):
-                # dependents whose inputs are now all done become runnable
-                other = self._tasks.get(other_key)
-                if other is not None and other.state == "waiting":
-                    other.waiting_on -= 1
-                    if other.waiting_on <= 0:
-                        other.state = "processing"
-                        self._touch(other)
-
-    def released(self, key: str) -> None:
-        """The client dropped its last future of ``key``.
-
-        A task still waiting or running is not stopped by that (Ray runs it, and
-        Dask computes it for its dependents): it stays waiting/processing and
-        becomes "released" instead of "memory" when it finishes.
-        """
-        with self._lock:
-            ev = self._tasks.get(key)
-            if ev is None:
+            slot = self._slots.get(state.key)
+            if slot is None or slot.obj is not state:
                 return
-            if ev.state == "memory":
-                ev.state = "released"
-                self._touch(ev)
-            elif ev.state in ("waiting", "processing"):
-                ev.dropped = True
+            self._seq += 1
+            slot.seq = self._seq
+            if state.status is not Status.PENDING:
+                for other in self._dependents.pop(state.key, ()):  # waiting -> processing, maybe
+                    dep_slot = self._slots.get(other)
+                    if dep_slot is not None:
+                        self._seq += 1
+                        dep_slot.seq = self._seq
+                if state.dropped:  # nobody holds it and it ended: keep a small row only
+                    slot.obj = view(state, slot)
+                    state.listener = None
+                    self._released += 1
+                    if len(self._slots) > self._evict_at:
+                        self._evict()
 
     def _evict(self) -> None:
-        """Forget the oldest released keys, down to 90 % of ``max_tasks``.
+        """Forget the oldest released keys, down to 90 % of ``max_tasks`` (hold the lock).
 
-        Each eviction scans the whole log, so it frees a tenth at once and the
-        next scan waits until the log grew by another tenth: scanning on every
-        submit past the limit made a long-lived client's submits 100x slower.
+        It frees a tenth at once, and the next eviction waits until the log grew
+        by another tenth: a scan on every submit past the limit made a long-lived
+        client's submits 100x slower.
         """
-        excess = len(self._tasks) - self.max_tasks * 9 // 10
-        for key in [k for k, e in self._tasks.items() if e.state == "released"][:excess]:
-            del self._tasks[key]
-            self._pending.pop(key, None)
-        self._evict_at = max(self.max_tasks, len(self._tasks) + self.max_tasks // 10)
+        excess = len(self._slots) - self.max_tasks * 9 // 10
+        if excess > 0 and self._released:
+            gone = [k for k, s in self._slots.items() if type(s.obj) is TaskEvent][:excess]
+            for key in gone:
+                del self._slots[key]
+                self._forgotten.append((self._seq, key))
+            self._released -= len(gone)
+        self._evict_at = max(self.max_tasks, len(self._slots) + self.max_tasks // 10)
+        # mostly live states of dropped tasks nobody saw end: the client should look (sweep)
+        self.crowded = len(self._slots) - self._released > self.max_tasks * 9 // 10
 
-    def pending(self, limit: int | None = None) -> list[tuple[str, object]]:
-        """``(key, receipt)`` of submitted tasks not known to have finished, oldest first."""
+    # -- reading ------------------------------------------------------------------------
+    def pending(self) -> list:
+        """Live states handed to Ray and not known to have ended, oldest first."""
         with self._lock:
-            items = iter(self._pending.items())
-            if limit is None:
-                return list(items)
-            return [item for _, item in zip(range(limit), items)]
+            return [s.obj for s in self._slots.values()
+                    if type(s.obj) is not TaskEvent and s.obj.status is Status.PENDING
+                    and s.obj.receipt is not None and s.obj.receipt is not _RECORDED]
+
+    def dropped_pending(self) -> list:
+        """Pending states the client already let go of (only the log still follows them)."""
+        with self._lock:
+            return [s.obj for s in self._slots.values()
+                    if type(s.obj) is not TaskEvent and s.obj.dropped and s.obj.status is Status.PENDING
+                    and s.obj.receipt is not None and s.obj.receipt is not _RECORDED]
 
     def snapshot(self, since: int = 0) -> tuple[int, list[TaskEvent]]:
-        """``(cursor, events changed after `since`)``, oldest change first."""
+        """``(cursor, events changed after `since`)``; oldest change first when ``since`` > 0."""
         with self._lock:
-            if since <= 0:
-                events = list(self._tasks.values())
-            else:
-                events = [e for e in self._tasks.values() if e.seq > since]
-            return self._seq, sorted(events, key=lambda e: e.seq) if since > 0 else events
+            slots = list(self._slots.values()) if since <= 0 else [s for s in self._slots.values() if s.seq > since]
+            cursor = self._seq
+            events = [s.obj if type(s.obj) is TaskEvent else view(s.obj, s) for s in slots]
+        for ev, s in zip(events, slots):
+            ev.seq = s.seq  # a frozen row carries the cursor of its latest change
+        if since > 0:
+            events.sort(key=lambda e: e.seq)
+        return cursor, events
+
+    def forgotten_since(self, since: int) -> list:
+        """Keys evicted after cursor ``since`` (a reader drops its copies of them)."""
+        with self._lock:
+            return [key for seq, key in self._forgotten if seq >= since]
+
+    # -- recording without a client (tests, replays) -------------------------------------
+    def submitted(self, key, deps=(), priority=0) -> None:
+        """Record a key as if a client had submitted it to Ray (no Ray involved)."""
+        with self._lock:
+            dep_states = tuple(s.obj for d in deps if (s := self._slots.get(d)) is not None
+                               and type(s.obj) is not TaskEvent)
+        self.add(FutureState(key, _RECORDED, _RECORDED, tuple(deps), dep_states, priority))
+
+    def _live(self, key):
+        with self._lock:
+            slot = self._slots.get(key)
+        return None if slot is None or type(slot.obj) is TaskEvent else slot.obj
+
+    def finished(self, key, record=None, error=None, state=None) -> None:
+        """Record how a recorded key ended (``state="cancelled"`` for a cancellation)."""
+        st = self._live(key)
+        if st is None:
+            return
+        if state == "cancelled":
+            st.cancel()
+        elif error is not None:
+            st.settle(Status.ERROR, record, error)
+        else:
+            st.settle(Status.FINISHED, record)
+
+    def released(self, key) -> None:
+        """Record that the client let go of a recorded key."""
+        st = self._live(key)
+        if st is not None:
+            st.drop()

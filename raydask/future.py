@@ -4,7 +4,7 @@ Data flow for one key::
 
     submit ──> FutureState(ref, receipt) ──> Ray runs the task, returns (value, receipt)
                     │                                          │
-                    │   receipt._on_completed  (Ray's thread)  │
+                    │   raycompat.on_completed (Ray's thread)  │
                     └───── state.settle(): status, record <────┘
                                   │
                                   ├─ quick waiters, right there (as_completed, wait,
@@ -25,13 +25,15 @@ from __future__ import annotations
 import builtins
 import enum
 import threading
+import time
 
 import ray
 import ray.exceptions
 
 from .errors import FutureCancelledError, unwrap
-from .events import TaskRecord
-from .keys import parse_timedelta  # at module level: result() is on the hot path
+from .raycompat import on_completed
+from .records import TaskRecord
+from .keys import parse_timedelta, tokenizing  # at module level: result() is on the hot path
 
 __all__ = ["Future", "FutureState", "Status", "quick"]
 
@@ -64,31 +66,70 @@ class Status(enum.Enum):
 
 
 class FutureState:
-    """What every Future of one key shares: the Ray refs and the known outcome.
+    """The one state of one task: what every Future of its key, the priority gate,
+    ``wait``/``as_completed``/``progress`` and the dashboard's log read.
 
-    State changes happen only in :meth:`settle`; everything else reads.
+    Stored facts, each written in one method:
+
+    - ``ref``/``receipt``: the Ray refs, None while the priority gate holds the task
+      (it is not a Ray task yet); set once by :meth:`dispatched`.
+    - ``status``: the outcome, PENDING until :meth:`settle` records it once.
+    - ``dropped``: the client let go of its last Future (:meth:`drop`).
+
+    Everything else is derived: :meth:`phase` gives Dask's scheduler state
+    (queued, waiting, processing, memory, erred, cancelled, lost, released) from
+    those facts and the dependencies' states, so no second copy can disagree.
+    A ``listener`` (the dashboard's event log) is told of every change.
     """
 
     __slots__ = (
-        "key", "ref", "receipt", "deps", "status", "record", "exception",
-        "cancel_reason", "_lock", "_waiters", "_watched", "refcount", "__weakref__",
+        "key", "ref", "receipt", "deps", "dep_states", "status", "record", "exception",
+        "cancel_reason", "priority", "submitted", "dropped", "listener", "_lock", "_waiters",
+        "_dispatch_waiters", "_watched", "refcount", "__weakref__",
     )
 
-    def __init__(self, key, ref, receipt, deps=()):
+    def __init__(self, key, ref, receipt, deps=(), dep_states=(), priority=0, listener=None, held=False):
         self.key = key
         self.ref = ref
-        self.receipt = receipt  # None for scattered data: finished from birth
+        self.receipt = receipt  # None for scattered data (finished from birth) and held tasks
         self.deps = deps  # dependency keys, for the graph and for safe cancelling
-        self.status = Status.PENDING if receipt is not None else Status.FINISHED
+        self.dep_states = dep_states  # their states while this one is pending (for phase())
+        self.status = Status.PENDING if (receipt is not None or held) else Status.FINISHED
         self.record: TaskRecord | None = None
         self.exception: BaseException | None = None
         self.cancel_reason = None
+        self.priority = priority
+        self.submitted = time.time()
+        self.dropped = False
+        self.listener = listener
         self._lock = threading.Lock()
         self._waiters: list | None = []
+        self._dispatch_waiters: list | None = None
         self._watched = False
         self.refcount = 0
 
-    # -- the one place state changes -------------------------------------------------
+    @property
+    def held(self) -> bool:
+        """Pending and not yet handed to Ray (the priority gate holds it)."""
+        return self.ref is None and self.status is Status.PENDING
+
+    # -- the places state changes -------------------------------------------------------
+    def dispatched(self, ref, receipt, settler=None) -> None:
+        """The gate handed the task to Ray: record its refs, wake whoever waits for them."""
+        with self._lock:
+            if self.ref is not None:
+                return
+            self.ref, self.receipt = ref, receipt
+            events, self._dispatch_waiters = self._dispatch_waiters or (), None
+            watch = self._watched
+        for event in events:
+            event.set()
+        if watch and settler is not None and self.status is Status.PENDING:
+            on_completed(receipt, lambda result, state=self: settler.arrived(state, result))
+        listener = self.listener
+        if listener is not None:
+            listener(self)
+
     def settle(self, status, record=None, exception=None, force=False) -> list:
         """Record the outcome once; return the waiters to notify (outside the lock).
 
@@ -99,7 +140,21 @@ class FutureState:
                 return []
             self.status, self.record, self.exception = status, record, exception
             waiters, self._waiters = self._waiters or [], None
-            return waiters
+            events, self._dispatch_waiters = self._dispatch_waiters or (), None
+        self.dep_states = ()  # the graph keeps the keys; the states may go
+        for event in events:  # settled while held (cancelled): nobody waits for refs any more
+            event.set()
+        listener = self.listener
+        if listener is not None:
+            listener(self)
+        return waiters
+
+    def drop(self) -> None:
+        """The client released its last Future of this key (the task may still run)."""
+        self.dropped = True
+        listener = self.listener
+        if listener is not None:
+            listener(self)
 
     def settle_from_receipt(self, receipt) -> list:
         """Settle from what the receipt ref resolved to, or from the error the value's ref raised."""
@@ -108,18 +163,51 @@ class FutureState:
         if isinstance(receipt, tuple):  # receipts travel as plain tuples
             return self.settle(Status.FINISHED, TaskRecord(*receipt))
         if isinstance(receipt, ray.exceptions.TaskCancelledError):
-            return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, None))
+            return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, self.cancel_reason))
         if isinstance(receipt, (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)):
-            return self.settle(Status.LOST, exception=unwrap(receipt, self.key))
+            return self.settle(Status.LOST, exception=unwrap(receipt, self.key, ref=self.ref))
         if isinstance(receipt, BaseException):
-            return self.settle(Status.ERROR, exception=unwrap(receipt, self.key))
+            exc = unwrap(receipt, self.key, ref=self.ref)
+            # the task wrapper attaches where and when it failed (the dashboard's task stream)
+            where = getattr(exc, "_raydask_receipt", None)
+            record = TaskRecord(*where) if isinstance(where, tuple) and len(where) == 6 else None
+            return self.settle(Status.ERROR, record, exception=exc)
         return self.settle(Status.FINISHED)
 
     def cancel(self, reason=None) -> list:
         self.cancel_reason = reason
         return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, reason))
 
-    # -- observation ------------------------------------------------------------------
+    # -- derived views ------------------------------------------------------------------
+    def phase(self) -> str:
+        """Dask's scheduler state of the task, derived from the stored facts."""
+        status = self.status
+        if status is Status.PENDING:
+            if self.ref is None:
+                return "queued"
+            if any(d.status is Status.PENDING for d in self.dep_states):
+                return "waiting"
+            return "processing"
+        if status is Status.FINISHED:
+            return "released" if self.dropped else "memory"
+        if status is Status.CANCELLED:
+            return "cancelled"
+        return "erred"
+
+    # -- observation --------------------------------------------------------------------
+    def wait_dispatched(self, timeout=None) -> bool:
+        """Block until the task has its Ray refs (or settled while held); False on timeout."""
+        if self.ref is not None or self.status is not Status.PENDING:
+            return True
+        event = threading.Event()
+        with self._lock:
+            if self.ref is not None or self.status is not Status.PENDING:
+                return True
+            if self._dispatch_waiters is None:
+                self._dispatch_waiters = []
+            self._dispatch_waiters.append(event)
+        return event.wait(timeout)
+
     def add_waiter(self, fn) -> bool:
         """Call ``fn(state)`` when settled; False (and no call) if already settled."""
         with self._lock:
@@ -134,11 +222,17 @@ class FutureState:
                 self._waiters.remove(fn)
 
     def watch(self, settler) -> None:
-        """Ask Ray to tell ``settler`` when the receipt is ready (once per state)."""
-        if self._watched or self.receipt is None:
-            return
-        self._watched = True
-        self.receipt._on_completed(lambda result, state=self: settler.arrived(state, result))
+        """Ask Ray to tell ``settler`` when the receipt is ready (once per state).
+
+        A held task is watched from the moment it is dispatched.
+        """
+        with self._lock:
+            if self._watched or self.status is not Status.PENDING:
+                return
+            self._watched = True
+            receipt = self.receipt
+        if receipt is not None:
+            on_completed(receipt, lambda result, state=self: settler.arrived(state, result))
 
     def poll(self) -> list:
         """Settle now if the task has ended (one local, non-blocking Ray call)."""
@@ -152,6 +246,21 @@ class FutureState:
         except Exception as exc:  # noqa: BLE001 - the task's failure is the answer
             value = exc
         return self.settle_from_receipt(value)
+
+    def finish_from_value(self) -> None:
+        """The value's ref resolved (``result``/``gather`` fetched it): settle from the receipt.
+
+        The receipt is small and already in this process (it came back with the
+        task's reply), so this costs one local Ray call, and ``status``, ``done()``
+        and the dashboard stop asking Ray about a task whose value is known.
+        """
+        if self.status is not Status.PENDING or self.receipt is None:
+            return
+        try:
+            value = ray.get(self.receipt, timeout=10)
+        except Exception as exc:  # noqa: BLE001
+            value = exc
+        notify(self.settle_from_receipt(value), self)
 
 
 class Settler:
@@ -191,6 +300,11 @@ class Settler:
                 waiter(state)
         if slow:
             self._queue.put((notify, (slow, state)))
+
+    def arrived_then(self, state, result, then, *args) -> None:
+        """:meth:`arrived`, then ``then(*args, result)`` on the settler thread (it may call Ray)."""
+        self.arrived(state, result)
+        self._queue.put((then, (*args, result)))
 
     def call_soon(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the user-callback thread."""
@@ -302,10 +416,13 @@ class Future:
             TimeoutError: if ``timeout`` seconds pass first.
         """
         st = self._state
+        limit = parse_timedelta(timeout)
+        if st.ref is None:  # held by the priority gate: wait for it to become a Ray task
+            limit = _wait_dispatched(st, limit, timeout)
         if st.status in (Status.CANCELLED, Status.ERROR, Status.LOST) and st.exception is not None:
             raise st.exception
         try:
-            return ray.get(st.ref, timeout=parse_timedelta(timeout))
+            value = ray.get(st.ref, timeout=limit)
         except ray.exceptions.GetTimeoutError:
             raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
         except ray.exceptions.RayError as err:
@@ -315,7 +432,10 @@ class Future:
             notify(st.settle_from_receipt(err), st)
             if st.status is not Status.FINISHED and st.exception is not None:
                 raise st.exception from None
-            raise unwrap(err, st.key) from None
+            raise unwrap(err, st.key, ref=st.ref) from None
+        if st.status is Status.PENDING:
+            st.finish_from_value()
+        return value
 
     def exception(self, timeout=None):
         """Return the task's exception, or None if it succeeded or was cancelled.
@@ -324,8 +444,12 @@ class Future:
         """
         st = self._state
         if st.status is Status.PENDING:
+            limit = parse_timedelta(timeout)
+            if st.ref is None:
+                limit = _wait_dispatched(st, limit, timeout)
+        if st.status is Status.PENDING:
             try:
-                value = ray.get(st.receipt, timeout=parse_timedelta(timeout))
+                value = ray.get(st.receipt, timeout=limit)
             except ray.exceptions.GetTimeoutError:
                 raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
             except Exception as exc:  # noqa: BLE001
@@ -351,9 +475,7 @@ class Future:
         settler = client._settler
         st = self._state
         if st.add_waiter(quick(lambda _st, fut=self: settler.call_soon(fn, fut))):
-            st.watch(settler)
-            if st.status is Status.PENDING and st.receipt is None:
-                notify(st.poll(), st)
+            st.watch(settler)  # a held task is watched once it is dispatched
         else:
             settler.call_soon(fn, self)
 
@@ -373,6 +495,10 @@ class Future:
     # -- pickling: a Future inside a task argument works in the task ----------------
     def __reduce__(self):
         st = self._state
+        if tokenizing():  # hashing a structure that holds a future: the key says it all
+            return str, (f"<Future {st.key!r}>",)
+        if st.ref is None:  # held: a task can only receive it once it is a Ray task
+            st.wait_dispatched()
         return _rebuild_future, (st.key, st.ref, st.receipt)
 
     # -- reprs ------------------------------------------------------------------------
@@ -406,4 +532,16 @@ class Future:
 
 def _rebuild_future(key, ref, receipt):
     return Future(FutureState(key, ref, receipt), client=None)
+
+
+def _wait_dispatched(state, limit, timeout):
+    """Wait until a held task is a Ray task; return what is left of ``limit``.
+
+    Raises:
+        TimeoutError: if ``limit`` seconds pass first.
+    """
+    started = time.monotonic()
+    if not state.wait_dispatched(limit):
+        raise TimeoutError(f"Future {state.key!r} did not finish within {timeout!r}")
+    return None if limit is None else max(0.0, limit - (time.monotonic() - started))
 

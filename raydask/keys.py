@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import threading
 import uuid
 from operator import methodcaller
 
@@ -65,11 +66,22 @@ def _digest(obj) -> str:
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
+_tokenizing = threading.local()
+
+
+def tokenizing() -> bool:
+    """True while :func:`tokenize` pickles an object (a Future then pickles as its key)."""
+    return getattr(_tokenizing, "active", False)
+
+
 def _pickled(obj):
+    _tokenizing.active = True
     try:
         return ("pickle", hashlib.md5(cloudpickle.dumps(obj, protocol=5)).hexdigest())
     except Exception:
         return ("unpicklable", uuid.uuid4().hex)  # never equal: no false dedup
+    finally:
+        _tokenizing.active = False
 
 
 def tokenize(*args, **kwargs) -> str:

@@ -1,79 +1,103 @@
-"""Task priorities on Ray, which has none (ray-project/ray#52865): a client-side gate.
+"""Task priorities on Ray, which has none (ray-project/ray#52865): deferred submission.
 
 Dask starts runnable tasks in order of higher ``priority=`` first, then
 submission order (with ``fifo_timeout``: later batches of submissions come
 after earlier ones).  Ray starts tasks in the order it can schedule them, so
-raydask decides *when* Ray may start each task.  Once the client has seen a
-priority, every task it submits goes through the :class:`Gate`::
+once a client has seen a priority it *holds* its tasks and hands each to Ray
+only when the :class:`Gate` releases it::
 
-    submit(priority=p) ─> Ray task submitted at once; its first argument is a *ticket*
-          │               (a call on the gate's actor that returns only when released),
-          │               so the Future has its refs and everything else works unchanged
+    submit(priority=p) ─> FutureState(held): a Future at once, no Ray task yet ("queued")
+          │
           ▼
-    waiting ── every dependency held by the gate is done ──> ready heap
-                                                             (-priority, generation, order)
-          ┌──────────────────────────────────────────────────────┘
-          ▼  while CPUs in flight < 1.1 x the cluster's CPUs (re-read ≤ 1/s), rounded up
-    released: the ticket resolves and Ray schedules the task
-          │  completion callback (raydask-settler thread)
+    waiting ── every dependency the gate holds or released is done ──> ready heap
+                                                                       (-priority, generation, order)
+          ┌────────────────────────────────────────────────────────────────┘
+          ▼  while the tasks in flight fit in the window (see below)
+    released: packed and submitted to Ray (the same direct path as any task);
+          │   state.dispatched(ref, receipt) wakes result(), wait(), pickling...
+          │   the receipt's completion callback (Ray's thread) -> settler thread
           ▼
-    done: CPUs in flight go down, dependents may become ready, release more
+    ended: the slot frees, dependents may become ready, release more
 
-A task that waits in the gate holds no Ray slot, so a high-priority task that
-arrives later is released before low-priority ones still waiting.  Priority
-inheritance: a held dependency of a task takes that task's priority when it is
-higher, so high-priority work never waits behind unrelated low-priority work.
-Priority is a tie-breaker for *starting*, never pre-emption.
+A held task is only a Python object: cancelling it never touches Ray, and a
+high-priority task that arrives later is released before low-priority ones
+still held.  Priority inheritance: a held dependency of a task takes that
+task's priority when it is higher.  Priority decides *starting*; nothing is
+pre-empted.
+
+**The window.**  Dask keeps ``worker-saturation`` (1.1) tasks per thread in
+flight.  raydask does the same per resource, from ``ray.cluster_resources()``
+(re-read at most once a second, so nodes that come and go count), and widens
+it for short tasks: a released task needs a round trip ``r`` (completion
+callback, dispatch, Ray's lease; :data:`ROUND_TRIP`) before the next one starts
+in its slot, so with tasks of duration ``d`` (measured: a moving average of the
+receipts' run times) the window is ``ceil(CPUs x 1.1 x (1 + r/d))``, at most 64
+x CPUs.  Long tasks (``d >> r``) get Dask's window and start strictly by
+priority; no-op tasks are not throttled to three in flight on two CPUs.  ``r``
+is a constant on purpose: measured from dispatch to start it would include the
+wait in Ray's queue, which grows with the window, and widen it without end.
 
 Until the first ``priority=`` (any value, 0 too) nothing here runs: the default
 path pays nothing.
 
 Differences from dask.distributed:
-    Tasks submitted before the first priority are neither held nor counted
-    (Ray's view of free CPUs lags by about a second, too late to be useful
-    here), so right after the gate starts they compete with released tasks.
-    The gate counts CPUs only: a task asking for a custom resource counts as
-    its ``num_cpus``, and one that cannot start for another reason still
-    holds its slot in the count.
+    Tasks submitted before the first priority are neither held nor counted.
+    The window is per client: two clients on one cluster each keep their own
+    window in flight, so a high-priority task of one waits behind at most the
+    other's window.  A task blocked on its children (``worker_client``)
+    still counts in the window (Ray gave its CPU back, the gate cannot see that).
 """
 
 from __future__ import annotations
 
 import enum
 import heapq
-import math
 import itertools
+import logging
+import math
 import threading
 import time
 
 import ray
 
-__all__ = ["Gate"]
+from .errors import CancelledError
+from .future import Status, notify, on_completed
 
-#: In-flight CPUs per cluster CPU (``distributed.scheduler.worker-saturation``).
+__all__ = ["Gate", "SATURATION"]
+
+logger = logging.getLogger("raydask")
+
+#: In-flight tasks per cluster CPU (``distributed.scheduler.worker-saturation``).
 SATURATION = 1.1
+#: The window never exceeds this many tasks per CPU, however short the tasks.
+MAX_WIDENING = 64
+#: Seconds from a task's end to the next task starting in its slot through the gate
+#: (completion callback, settler thread, submit, Ray's lease): a few ms on 2 CPUs here.
+ROUND_TRIP = 0.003
+#: Weight of the newest sample in the moving average of task durations.
+ALPHA = 0.2
 
 
 class _Held(enum.Enum):
-    WAITING = "waiting"  # a dependency held by the gate has not finished
+    WAITING = "waiting"  # a dependency the gate tracks has not ended
     READY = "ready"  # in the heap
-    RELEASED = "released"  # Ray may run it; counted in flight
+    RELEASED = "released"  # a Ray task now; counted in flight until it ends
     DONE = "done"
 
 
 class _Entry:
-    __slots__ = ("state", "ticket", "priority", "generation", "seq", "cpus", "deps_left",
+    __slots__ = ("state", "dispatch", "priority", "generation", "seq", "demand", "deps_left",
                  "parents", "dependents", "held", "heap_key")
 
-    def __init__(self, state, ticket, priority, generation, seq, cpus):
+    def __init__(self, state, dispatch, priority, generation, seq, demand):
         self.state = state
-        self.ticket = ticket
+        self.dispatch = dispatch  # () -> (ref, receipt): packs and submits the task
         self.priority = priority
         self.generation = generation
         self.seq = seq
-        self.cpus = cpus
+        self.demand = demand  # {"CPU": 1.0, ...}: what it holds while in flight
         self.deps_left = 0
-        self.parents: list[_Entry] = []  # held dependencies, for priority inheritance
+        self.parents: list[_Entry] = []  # tracked dependencies, for priority inheritance
         self.dependents: list[_Entry] = []
         self.held = _Held.WAITING
         self.heap_key = None
@@ -82,87 +106,58 @@ class _Entry:
         return (-self.priority, self.generation, self.seq)
 
 
-# One event loop for all methods: asyncio.Event is not thread-safe, so no concurrency
-# groups (Ray gives each group its own loop).  The limit only has to exceed the number
-# of held tasks, so that ``release`` always finds a free slot.
-@ray.remote(num_cpus=0, max_concurrency=1_000_000)
-class _Tickets:
-    """Holds one pending call per held task; ``release`` lets them return."""
-
-    def __init__(self):
-        import asyncio
-
-        self._asyncio = asyncio
-        self._events: dict = {}
-        self._values: dict = {}
-
-    async def wait(self, ticket):
-        if ticket not in self._values:
-            event = self._events.setdefault(ticket, self._asyncio.Event())
-            await event.wait()
-        self._events.pop(ticket, None)
-        return self._values.pop(ticket)
-
-    async def release(self, tickets, go=True):
-        for t in tickets:
-            self._values[t] = go
-            event = self._events.get(t)
-            if event is not None:
-                event.set()
-
-
 class Gate:
-    """Releases held tasks to Ray by priority while the cluster's CPUs are busy.
+    """Holds a client's tasks and hands them to Ray by priority, a window at a time.
 
     Args:
-        settler: the client's :class:`~raydask.future.Settler`, which runs the
-            completion callbacks that free capacity.
+        settler: the client's :class:`~raydask.future.Settler`; completions of
+            released tasks are handled on its thread (they may dispatch more).
     """
 
     def __init__(self, settler):
         self._settler = settler
         self._lock = threading.Lock()
-        self._tickets = _Tickets.options(name=None, lifetime=None).remote()
         self._seq = itertools.count()
-        self._entries: dict[int, _Entry] = {}  # id(state) -> entry, until done
+        self._pushes = itertools.count()  # heap tie-breaker: entries themselves do not compare
+        self._entries: dict[int, _Entry] = {}  # id(state) -> entry, until it ended
         self._ready: list = []
-        self._inflight = 0.0
-        self._capacity = 1.0
+        self._inflight: dict[str, float] = {}
+        self._total: dict[str, float] = {"CPU": 1.0}
         self._checked = 0.0
         self._generation = 0
         self._last_submit = 0.0
+        self._duration = None  # moving average of task durations (s)
+        self._closed = False
         self._refresh(time.monotonic())
 
-    # -- submission -------------------------------------------------------------------
-    def ticket(self):
-        """``(ticket id, ref)``: the ref becomes the gated task's first argument."""
-        t = next(self._seq)
-        return t, self._tickets.wait.remote(t)
+    # -- holding ------------------------------------------------------------------------
+    def hold(self, state, dispatch, priority, deps, demand, fifo_timeout=0.1) -> None:
+        """Hold ``state``'s task until its tracked dependencies ended and it fits the window.
 
-    def add(self, state, ticket, priority, deps, cpus=1.0, fifo_timeout=0.1) -> None:
-        """Hold ``state``'s task until its held dependencies are done and a slot frees."""
+        Args:
+            state: the task's held :class:`~raydask.future.FutureState`.
+            dispatch: called (outside any lock) to make it a Ray task; returns its refs.
+            deps: the dependencies' states.
+            demand: the resources it holds while running (``{"CPU": 1.0}``).
+        """
         now = time.monotonic()
         with self._lock:
             if fifo_timeout is not None and now - self._last_submit > fifo_timeout:
                 self._generation += 1
             self._last_submit = now
-            entry = _Entry(state, ticket, priority or 0, self._generation, ticket, float(cpus))
+            entry = _Entry(state, dispatch, priority or 0, self._generation, next(self._seq), demand)
             self._entries[id(state)] = entry
             for dep in deps:
                 parent = self._entries.get(id(dep))
                 if parent is None or parent.held is _Held.DONE:
-                    continue  # finished, or not the gate's: Ray resolves it
+                    continue  # ended, or not the gate's: Ray resolves it
                 entry.deps_left += 1
                 entry.parents.append(parent)
                 parent.dependents.append(entry)
                 self._inherit(parent, entry.key())
             if entry.deps_left == 0:
                 self._push(entry)
-        if state.add_waiter(self._on_done):
-            state.watch(self._settler)
-        else:  # settled already (cancelled between submit and here)
-            self._on_done(state)
-        self._pump()
+        self.pump()
 
     def _inherit(self, entry, key) -> None:
         """Give a held dependency (and its own held dependencies) a better priority."""
@@ -179,91 +174,108 @@ class Gate:
     def _push(self, entry) -> None:
         entry.held = _Held.READY
         entry.heap_key = entry.key()
-        heapq.heappush(self._ready, (entry.heap_key, id(entry), entry))
+        heapq.heappush(self._ready, (entry.heap_key, next(self._pushes), entry))
 
-    def admit(self, deps, cpus=1.0) -> bool:
-        """Reserve a slot for a task that may start at once, skipping the ticket.
-
-        True when nothing waits in the gate ahead of it, none of its dependencies is
-        held, and a slot is free: then Dask would start it now too, and a ticket
-        would only cost two actor calls.  The caller submits it directly and calls
-        :meth:`track`.
-        """
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked > 1.0:
-                self._refresh(now)
-            while self._ready:
-                key, _, entry = self._ready[0]
-                if entry.held is _Held.READY and key == entry.heap_key:
-                    return False  # somebody is waiting: keep the order
-                heapq.heappop(self._ready)
-            for dep in deps:
-                parent = self._entries.get(id(dep))
-                if parent is not None and parent.held is not _Held.DONE:
-                    return False
-            if self._inflight > 0 and self._inflight + cpus > self._capacity:
-                return False
-            self._inflight += cpus
-            return True
-
-    def track(self, state, priority, cpus=1.0) -> None:
-        """Count an admitted task in flight until it settles."""
-        with self._lock:
-            entry = _Entry(state, None, priority or 0, self._generation, next(self._seq), float(cpus))
-            entry.held = _Held.RELEASED
-            self._entries[id(state)] = entry
-        if state.add_waiter(self._on_done):
-            state.watch(self._settler)
-        else:
-            self._on_done(state)
-
-    # -- release ----------------------------------------------------------------------
+    # -- the window ---------------------------------------------------------------------
     def _refresh(self, now) -> None:
-        """Re-read the cluster's CPUs (it grows and shrinks) at most once a second."""
+        """Re-read the cluster's resources (nodes come and go) at most once a second."""
         self._checked = now
         try:
-            total = ray.cluster_resources().get("CPU", 1.0)
-        except Exception:  # noqa: BLE001 - Ray is going away; keep the last value
+            total = ray.cluster_resources()
+        except Exception:  # noqa: BLE001 - Ray is going away; keep the last values
             return
-        # Dask's worker-saturation (1.1): a few more tasks than CPUs, so a slot that
-        # frees finds the next task already in Ray instead of waiting a round trip
-        # (completion callback, ticket release, Ray scheduling) for it.
-        self._capacity = math.ceil(max(total, 1.0) * SATURATION)
+        self._total = {k: v for k, v in total.items() if not k.startswith("node:")}
 
-    def _pump(self) -> None:
-        go = []
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked > 1.0:
-                self._refresh(now)
-            busy = self._inflight
-            while self._ready:
-                key, _, entry = self._ready[0]
-                if entry.held is not _Held.READY or key != entry.heap_key:
-                    heapq.heappop(self._ready)  # stale: released, cancelled or re-prioritised
-                    continue
-                if self._inflight > 0 and busy + entry.cpus > self._capacity:
+    def _widening(self) -> float:
+        """``1 + round trip / duration``: how many more tasks short ones need in flight."""
+        d = self._duration
+        if d is None:
+            return 1.0  # nothing measured yet: Dask's window
+        return min(MAX_WIDENING, 1.0 + ROUND_TRIP / max(d, 1e-6))
+
+    def capacity(self, resource="CPU") -> float:
+        """How much of ``resource`` may be in flight now."""
+        total = self._total.get(resource, 0.0)
+        return math.ceil(total * SATURATION * self._widening())
+
+    def _fits(self, demand) -> bool:
+        widening = self._widening()
+        for name, amount in demand.items():
+            used = self._inflight.get(name, 0.0)
+            if used <= 0:
+                continue  # one at a time always goes (Ray may still make it wait)
+            if used + amount > math.ceil(self._total.get(name, 0.0) * SATURATION * widening):
+                return False
+        return True
+
+    def pump(self) -> None:
+        """Release ready tasks while they fit the window (any thread; dispatches outside the lock)."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                if now - self._checked > 1.0:
+                    self._refresh(now)
+                entry = None
+                while self._ready:
+                    key, _, top = self._ready[0]
+                    if top.held is not _Held.READY or key != top.heap_key:
+                        heapq.heappop(self._ready)  # stale: released, cancelled or re-prioritised
+                        continue
+                    if self._fits(top.demand):
+                        heapq.heappop(self._ready)
+                        entry = top
                     break
-                heapq.heappop(self._ready)
+                if entry is None:
+                    return
                 entry.held = _Held.RELEASED
-                self._inflight += entry.cpus
-                busy += entry.cpus
-                go.append(entry.ticket)
-        if go:
-            self._tickets.release.remote(go, True)
+                for name, amount in entry.demand.items():
+                    self._inflight[name] = self._inflight.get(name, 0.0) + amount
+            self._release(entry)
 
-    def _on_done(self, state) -> None:
-        """A gated task settled (finished, failed or cancelled): free its slot."""
+    def _release(self, entry) -> None:
+        state = entry.state
+        try:
+            ref, receipt = entry.dispatch()
+        except CancelledError as exc:  # an input was cancelled while this one was held
+            notify(state.settle(Status.CANCELLED, exception=exc), state)
+            self._ended(entry, None)
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. an argument Ray cannot serialize
+            notify(state.settle(Status.ERROR, exception=exc), state)
+            self._ended(entry, None)
+            return
+        entry.dispatch = None  # let the arguments go
+        state.dispatched(ref, receipt, self._settler)
+        settler = self._settler
+        # the slot frees when Ray's task ends, not when its future settles (a
+        # cancelled task holds its CPU until Ray stopped it)
+        from .future import on_completed
+
+        on_completed(receipt, lambda result, e=entry: settler.arrived_then(e.state, result, self._ended, e))
+
+    def _ended(self, entry, result) -> None:
+        """A released task's Ray task ended (or its dispatch failed): free its slot."""
+        record = getattr(entry.state, "record", None)
         with self._lock:
-            entry = self._entries.pop(id(state), None)
-            if entry is None:
+            if self._entries.pop(id(entry.state), None) is None and entry.held is _Held.DONE:
                 return
             if entry.held is _Held.RELEASED:
-                self._inflight = max(0.0, self._inflight - entry.cpus)
+                for name, amount in entry.demand.items():
+                    self._inflight[name] = max(0.0, self._inflight.get(name, 0.0) - amount)
+                if record is not None:
+                    self._learn(record)
             entry.held = _Held.DONE
             self._unblock(entry)
-        self._pump()
+        self.pump()
+
+    def _learn(self, record) -> None:
+        duration = max(record.stop - record.start, 0.0)
+        if self._duration is None:
+            self._duration = duration
+        else:
+            self._duration += ALPHA * (duration - self._duration)
 
     def _unblock(self, entry) -> None:
         for child in entry.dependents:
@@ -272,48 +284,42 @@ class Gate:
                 self._push(child)
         entry.dependents, entry.parents = [], []
 
-    # -- control ----------------------------------------------------------------------
+    # -- control ------------------------------------------------------------------------
     def discard(self, state) -> bool:
-        """Let a held task end at once without running (it was cancelled).
+        """Forget a held task that was cancelled; True if it was held (never a Ray task).
 
-        Returns:
-            True if the gate knows the task: then the caller must not ``ray.cancel``
-            it, because its ticket may still be pending in Ray (RAY-NOTES: cancelling
-            a task with a pending small argument can crash the driver).  A task
-            already released runs to its end; its result is dropped.
+        A released task is Ray's: the caller cancels it there, and its slot frees
+        when Ray's task ends.
         """
         with self._lock:
             entry = self._entries.get(id(state))
-            if entry is None:
+            if entry is None or entry.held not in (_Held.WAITING, _Held.READY):
                 return False
-            if entry.held not in (_Held.WAITING, _Held.READY):
-                return True
             entry.held = _Held.DONE
-            self._entries.pop(id(state), None)
-            self._unblock(entry)
-        self._tickets.release.remote([entry.ticket], False)
-        self._pump()
+            entry.dispatch = None
+            del self._entries[id(state)]
+            # its dependents stay waiting: the client cancels them too (Dask's rule),
+            # and they must never be released with an input that has no ref
         return True
 
     def stats(self) -> dict:
-        """How many tasks wait, are ready, or run; the CPUs counted."""
+        """How many tasks wait, are ready, or run; the CPUs in flight and the window."""
         with self._lock:
             held = [e.held for e in self._entries.values()]
             return {
                 "waiting": held.count(_Held.WAITING),
                 "ready": held.count(_Held.READY),
                 "released": held.count(_Held.RELEASED),
-                "inflight_cpus": self._inflight,
-                "capacity": self._capacity,
+                "inflight_cpus": self._inflight.get("CPU", 0.0),
+                "capacity": self.capacity("CPU"),
+                "duration": self._duration,
             }
 
-    def close(self) -> None:
-        """Stop the gate's actor (held tasks end without running)."""
+    def close(self) -> list:
+        """Stop releasing; return the states still held (the caller cancels them)."""
         with self._lock:
+            self._closed = True
+            held = [e.state for e in self._entries.values() if e.held in (_Held.WAITING, _Held.READY)]
             self._entries.clear()
             self._ready.clear()
-        try:
-            ray.kill(self._tickets)
-        except Exception:  # noqa: BLE001 - Ray already shut down
-            pass
-
+        return held

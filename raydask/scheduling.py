@@ -20,8 +20,10 @@ import time
 
 import ray
 
+from . import raycompat
 from .direct import DirectSubmitter
 from .errors import capture
+from .future import Future, Status, notify
 from .keys import funcname, typename
 
 __all__ = ["Dispatcher", "node_has", "node_resources", "pack", "placement_options", "task_options"]
@@ -95,6 +97,17 @@ def pack(args, kwargs, future_type):
     packed_args = tuple(walk(a, 0) for a in args)
     packed_kwargs = {k: walk(v, 0) for k, v in kwargs.items()}
     return (packed_args, packed_kwargs), refs, deps
+
+
+def call_args(packed, args, deps) -> list:
+    """The top-level arguments of a packed call, with its dependencies' refs as they are now.
+
+    A task held by the priority gate is packed at submit, when a dependency that
+    is held too has no ref yet; this fills the refs in when it is dispatched.
+    """
+    if packed is None:
+        return [a._state.ref if type(a) is Future else a for a in args]
+    return [d.ref for d in deps]
 
 
 def _rebuilt(t, items, original):
@@ -190,24 +203,6 @@ def make_task_function(func, packed=False):
     return _as_ray_task(lambda *args: run(None, args), func)
 
 
-def make_gated_task_function(func):
-    """Like :func:`make_task_function` (packed), with a priority gate's ticket first.
-
-    Ray starts the task only once the ticket resolved (:mod:`raydask.priority`);
-    a ticket resolved to False means the task was cancelled while held.
-    """
-    run = _runner(func)
-
-    def gated(ticket, packed, *args):
-        if ticket is not True:
-            from concurrent.futures import CancelledError
-
-            raise CancelledError("cancelled before it started")
-        return run(packed, args)
-
-    return _as_ray_task(gated, func)
-
-
 def task_options(resources=None, retries=None, placement=None) -> dict:
     """Ray ``.options()`` for Dask's ``resources=``, ``retries=`` and placement.
 
@@ -298,7 +293,6 @@ class Dispatcher:
     def __init__(self):
         self._functions: dict = {}
         self._packed: dict = {}
-        self._gated: dict = {}
         self._direct: dict = {}  # remote function -> DirectSubmitter, or False where it does not apply
 
     def remote_function(self, func, packed=False):
@@ -335,31 +329,20 @@ class Dispatcher:
             except TypeError:
                 # An argument Ray cannot serialize (then _remote raises it too, for the
                 # user), or not the submit_task this was written for: then never again.
-                refs = rf._remote(args=args, num_returns=2, name=name)
+                refs = raycompat.submit_remote(rf, args, 2, name=name)
                 self._direct[rf] = False
             if refs is not None:
                 return refs
         # ``_remote`` is what ``.remote()`` and ``.options()`` call, without their
         # per-call wrapper class (15-30 % of a submit, measured in benchmarks/).
-        refs = rf._remote(args=args, num_returns=2, name=name)
+        refs = raycompat.submit_remote(rf, args, 2, name=name)
         if direct is None:  # exported now: from the next call on, go direct (raydask.direct)
             self._direct[rf] = DirectSubmitter.create(rf, 2) or False
         return refs
 
-    def submit_gated(self, func, packed, call_args, options, ticket, name=None):
-        """Start a task that Ray runs only once ``ticket`` resolves (priority gate)."""
-        try:
-            rf = self._gated[func]
-        except KeyError:
-            rf = self._gated[func] = make_gated_task_function(func)
-        except TypeError:  # unhashable callable: not cached
-            rf = make_gated_task_function(func)
-        return rf._remote(args=(ticket, packed, *call_args), num_returns=2, name=name, **(options or {}))
-
     def clear(self):
         self._functions.clear()
         self._packed.clear()
-        self._gated.clear()
         self._direct.clear()
 
 
@@ -373,16 +356,12 @@ def refresh(states, num_returns=None, timeout=0) -> int:
     about completions: a completion callback per task would run on Ray's I/O
     thread and hold it up behind the GIL (measured: 10 % fewer tasks/s).
     """
-    from .future import Status
-
     by_ref = {st.receipt: st for st in states if st.status is Status.PENDING and st.receipt is not None}
     return harvest(by_ref, num_returns, timeout)
 
 
 def harvest(by_ref: dict, num_returns=None, timeout=0) -> int:
     """:func:`refresh` for a ready-made ``{receipt ref: state}`` of pending states."""
-    from .future import notify
-
     if not by_ref:
         return 0
     n = len(by_ref) if num_returns is None else max(1, min(num_returns, len(by_ref)))

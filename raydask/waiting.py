@@ -22,8 +22,8 @@ from concurrent.futures import CancelledError
 
 import ray
 
+from .arguments import check_as_completed_options, check_wait_options
 from .future import Future, Status, quick
-from .keys import parse_timedelta
 from .scheduling import refresh
 
 __all__ = ["as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
@@ -107,10 +107,8 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
     """
     if isinstance(fs, Future):  # as Dask: one future is waited on alone
         fs = [fs]
+    limit, return_when = check_wait_options(timeout=timeout, return_when=return_when)
     fs = _check_futures(fs, "wait")
-    if return_when not in (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION):
-        raise ValueError(f"return_when must be ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION, got {return_when!r}")
-    limit = parse_timedelta(timeout)
     states = list({id(f._state): f._state for f in fs}.values())
 
     def satisfied():
@@ -127,13 +125,27 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
     want = 1 if return_when == FIRST_COMPLETED else None
     deadline = None if limit is None else time.monotonic() + limit
     refresh(states)
-    while not satisfied():
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            n = sum(st.status is Status.PENDING for st in states)
-            raise TimeoutError(f"{n} of {len(fs)} futures did not finish within {timeout!r}")
-        pending = [st for st in states if st.status is Status.PENDING]
-        refresh(pending, want, TICK if left is None else min(TICK, left))
+    woken = threading.Event()
+    wake = quick(lambda _state: woken.set())
+    try:
+        for st in states:
+            if st.ref is None:  # held by the priority gate: it settles itself when Ray is done
+                st.add_waiter(wake)
+        while not satisfied():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                n = sum(st.status is Status.PENDING for st in states)
+                raise TimeoutError(f"{n} of {len(fs)} futures did not finish within {timeout!r}")
+            pending = [st for st in states if st.status is Status.PENDING]
+            tick = TICK if left is None else min(TICK, left)
+            if any(st.receipt is not None and st.ref is not None for st in pending):
+                refresh(pending, want, tick)
+            else:
+                woken.wait(tick)
+                woken.clear()
+    finally:
+        for st in states:
+            st.remove_waiter(wake)
     done = {f for f in fs if f._state.status is not Status.PENDING}
     return DoneAndNotDoneFutures(done, {f for f in fs if f not in done})
 
@@ -161,9 +173,10 @@ class as_completed:
         self.queue = deque()  # done, not yet yielded (a future added twice: twice)
         self.lock = threading.Lock()
         self.condition = threading.Condition(self.lock)
+        with_results, raise_errors, limit = check_as_completed_options(
+            with_results=with_results, raise_errors=raise_errors, timeout=timeout)
         self.with_results = with_results
         self.raise_errors = raise_errors
-        limit = parse_timedelta(timeout)
         self._deadline = None if limit is None else time.monotonic() + limit
         self._harvesting = False  # a thread is waiting in Ray on this iterator's behalf
         self._by_state = {}  # state -> its futures in self.futures
@@ -197,8 +210,10 @@ class as_completed:
                 same = self._by_state.get(f._state)
                 if same is None:
                     same = self._by_state[f._state] = []
-                    self._by_ref[f._state.ref] = f._state
-                    self._refs.append(f._state.ref)
+                    if f._state.ref is not None:
+                        self._by_ref[f._state.ref] = f._state
+                        self._refs.append(f._state.ref)
+                    # else: held by the priority gate, which settles it when Ray is done
                     watch.append(f._state)
                 if f not in self.futures:
                     same.append(f)
@@ -254,6 +269,13 @@ class as_completed:
             self._harvesting = True
             refs, self._refs = self._refs, []
         ready = []
+        if not refs and block:  # only held futures: they settle themselves (self._ready)
+            with self.condition:
+                self._harvesting = False
+                self._refs = refs + self._refs
+                if not self.queue:
+                    self.condition.wait(TICK if left is None else max(0.0, min(TICK, left)))
+            return
         try:
             if refs:
                 if not block:

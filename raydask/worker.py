@@ -13,6 +13,8 @@ import weakref
 
 import ray
 
+from . import raycompat
+
 __all__ = [
     "default_client", "get_client", "get_worker", "rejoin", "secede", "worker_client",
 ]
@@ -50,7 +52,7 @@ def _current():
 
 def in_task() -> bool:
     """True when running inside a Ray task (a raydask worker)."""
-    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    return raycompat.in_worker_process()
 
 
 def default_client(c=None):

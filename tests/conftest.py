@@ -67,7 +67,10 @@ def client():
     """A running single-node client (2 threads), shared by the tests that use it."""
     from raydask import Client
 
-    return _pool.get("local", lambda: Client(n_workers=1, threads_per_worker=2, dashboard_address=None))
+    c = _pool.get("local", lambda: Client(n_workers=1, threads_per_worker=2, dashboard_address=None))
+    yield c
+    if c._gate is not None:  # a test's priority= must not gate the tests after it
+        c._stop_gate()
 
 
 @pytest.fixture
@@ -75,7 +78,10 @@ def multinode_client():
     """A client on three Ray nodes of one thread each (separate raylets)."""
     from raydask import Client
 
-    return _pool.get("multi", lambda: Client(n_workers=3, threads_per_worker=1, dashboard_address=None))
+    c = _pool.get("multi", lambda: Client(n_workers=3, threads_per_worker=1, dashboard_address=None))
+    yield c
+    if c._gate is not None:
+        c._stop_gate()
 
 
 @pytest.fixture

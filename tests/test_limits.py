@@ -401,7 +401,6 @@ def started(client):
     client.cancel(futures)
 
 
-@WIRING
 def test_annotate_limits_submit(client, started):
     start = time.monotonic()
     with annotate(time_limit=0.5):
@@ -411,7 +410,6 @@ def test_annotate_limits_submit(client, started):
     assert time.monotonic() - start < 10
 
 
-@WIRING
 def test_annotate_limits_map(client, started):
     with annotate(time_limit="500ms"):
         started.extend(client.map(slow, [0.01, 30], pure=False))
@@ -420,7 +418,6 @@ def test_annotate_limits_map(client, started):
         started[1].result(timeout=5)
 
 
-@WIRING
 def test_annotate_limit_with_retries(client, started, tmp_path):
     path = str(tmp_path / "attempts")
     with annotate(time_limit=0.5):
@@ -429,7 +426,6 @@ def test_annotate_limit_with_retries(client, started, tmp_path):
     assert len(open(path).read().split()) == 2
 
 
-@WIRING
 def test_limit_is_read_when_submitting_and_keys_stay_the_functions(client, started):
     with annotate(time_limit=0.5):
         started.append(client.submit(slow, 30, pure=False))
@@ -444,7 +440,6 @@ def test_limit_is_read_when_submitting_and_keys_stay_the_functions(client, start
         limited.result(timeout=5)
 
 
-@WIRING
 def test_raydask_exports_annotate():
     import raydask
 

@@ -51,6 +51,12 @@ class GraphLayout:
         self._next_row = max(self._next_row, y + 1)
         return x, y
 
+    def forget(self, key) -> None:
+        """Drop ``key``'s position (the event log forgot it); its spot stays taken."""
+        self.x.pop(key, None)
+        self.y.pop(key, None)
+        self._dependents.pop(key, None)
+
     def _free_spot(self, x, y):
         step = 0.5
         for _ in range(8):

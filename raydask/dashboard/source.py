@@ -77,6 +77,12 @@ class ClientSource:
                 logger.debug("cannot collect finished tasks", exc_info=True)
         with self._lock:
             cursor, changed = self.events.snapshot(self._cursor)
+            forgotten = getattr(self.events, "forgotten_since", None)
+            for key in forgotten(self._cursor) if forgotten is not None else ():
+                ev = self._tasks.pop(key, None)  # the log's cap applies to our copies too
+                if ev is not None and ev.record is not None:
+                    self._timed.discard(key)
+                self._layout.forget(key)
             new = [ev for ev in changed if ev.key not in self._layout]
             new.sort(key=lambda ev: ev.created)  # dependencies were submitted first
             for ev in changed:

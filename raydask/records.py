@@ -1,0 +1,23 @@
+"""The receipt every task sends home next to its value (a leaf: nothing imported)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TaskRecord"]
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """Where and when a task ran and what it returned: its second return, a small tuple.
+
+    Status questions and the dashboard's task stream are answered from it, so a
+    task's value never travels to the client unless the user asks for it.
+    """
+
+    type: str
+    nbytes: int
+    start: float
+    stop: float
+    node_id: str
+    pid: int
