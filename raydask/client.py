@@ -79,12 +79,12 @@ class Client:
                  **cluster_kwargs):
         # Everything is checked before anything starts: a constructor that fails
         # leaves no Ray, no thread and no port behind.
+        arguments.check_client_options(timeout=timeout, set_as_default=set_as_default, name=name,
+                                       asynchronous=asynchronous)
         if asynchronous:
             raise ValueError("raydask's Client is synchronous; asynchronous=True is not supported")
         if address is not None and not isinstance(address, (str, _ClusterBase)):
             raise TypeError(f"address must be a Ray address string or a LocalCluster, got {address!r}")
-        arguments.check_client_options(timeout=timeout, set_as_default=set_as_default, name=name,
-                                       asynchronous=asynchronous)
         if dashboard_address is not None:
             from .dashboard.server import parse_address
 
