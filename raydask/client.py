@@ -23,8 +23,8 @@ from collections.abc import Iterator
 import ray
 import ray.exceptions
 
-from . import arguments, limits
-from . import worker as _worker
+from . import arguments, limits, structure
+from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
 from .errors import FutureCancelledError, unwrap
 from .events import EventLog
@@ -108,21 +108,21 @@ class Client:
         self.cluster = self._connect(address, cluster_kwargs)
         self._settler = Settler(name="raydask")
         try:
-            if dashboard_address is not None and not _worker.in_task():
+            if dashboard_address is not None and not _context.in_task():
                 self._events = EventLog(max_tasks=dashboard_max_tasks)
                 self._start_dashboard(dashboard_address)
         except BaseException:
             self._abandon()
             raise
         self.status_enum = ClientStatus.RUNNING
-        _worker.register(self, set_as_default)
+        _context.register(self, set_as_default)
 
     def _connect(self, address, cluster_kwargs):
         if isinstance(address, _ClusterBase):
             return address
         address = address or None
         if address is None and ray.is_initialized():
-            if cluster_kwargs and not _worker.in_task():
+            if cluster_kwargs and not _context.in_task():
                 raise ValueError(
                     f"Ray is already running in this process; cannot start a new cluster with {cluster_kwargs!r}"
                 )
@@ -785,7 +785,7 @@ class Client:
         if self.status_enum in (ClientStatus.CLOSING, ClientStatus.CLOSED):
             return
         self.status_enum = ClientStatus.CLOSING
-        _worker.unregister(self)
+        _context.unregister(self)
         if self._dashboard is not None:
             self._dashboard.stop()
         with self._lock:
@@ -852,35 +852,15 @@ def _settle(states) -> None:
 
 def futures_of(obj) -> list:
     """Every Future inside ``obj`` (nested lists, tuples, sets, dicts), unique, in order."""
-    out, seen, stack = [], set(), [obj]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, Future):
-            if id(x) not in seen:
-                seen.add(id(x))
-                out.append(x)
-        elif isinstance(x, dict):
-            stack.extend(reversed(list(x.values())))
-        elif isinstance(x, (list, tuple, set, frozenset)):
-            stack.extend(reversed(list(x)))
-    return out
+    return structure.futures_of(obj, Future)
 
 
-def _substitute(obj, values, bad, top=True):
+def _substitute(obj, values, bad):
     """Put values where the futures were.  With ``errors="skip"``, as Dask: a failed
     future is dropped from a top-level list and becomes None anywhere else."""
-    if isinstance(obj, Future):
-        return values.get(obj.key)
-    if isinstance(obj, dict):
-        return {k: _substitute(v, values, bad, False) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        drop = top and isinstance(obj, list)
-        items = [_substitute(v, values, bad, False) for v in obj
-                 if not (drop and isinstance(v, Future) and v.key in bad)]
-        if hasattr(obj, "_fields"):
-            return type(obj)(*items)
-        return type(obj)(items)
-    return obj
+    if isinstance(obj, list) and bad:
+        obj = [v for v in obj if not (isinstance(v, Future) and v.key in bad)]
+    return structure.walk(obj, lambda x: values.get(x.key) if isinstance(x, Future) else structure.KEEP)
 
 
 def fire_and_forget(obj):

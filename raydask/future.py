@@ -30,6 +30,7 @@ import time
 import ray
 import ray.exceptions
 
+from .context import current_client
 from .errors import FutureCancelledError, unwrap
 from .raycompat import on_completed
 from .records import TaskRecord
@@ -380,9 +381,7 @@ class Future:
     @property
     def client(self):
         if self._client is None:
-            from .worker import get_client
-
-            self._client = get_client()
+            self._client = current_client()
         return self._client
 
     # -- status -----------------------------------------------------------------------

@@ -21,15 +21,17 @@ import time
 import ray
 
 from . import raycompat
+from .context import get_worker
 from .direct import DirectSubmitter
 from .errors import capture
 from .future import Future, Status, notify
 from .keys import funcname, typename
+from .structure import ATOMS as _ATOMS
+from .structure import CONTAINERS as _CONTAINERS
+from .structure import KEEP, walk
 
 __all__ = ["Dispatcher", "node_has", "node_resources", "pack", "placement_options", "task_options"]
 
-_ATOMS = frozenset({int, float, str, bytes, bool, complex, type(None)})
-_CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
 class _Dep:
@@ -64,11 +66,8 @@ def pack(args, kwargs, future_type):
             return None, [a._state.ref if type(a) is future_type else a for a in args], deps
     refs, deps, index = [], [], {}
 
-    def walk(obj, depth):
-        t = type(obj)
-        if t in _ATOMS:
-            return obj
-        if t is future_type or isinstance(obj, future_type):
+    def visit(obj):
+        if type(obj) is future_type or isinstance(obj, future_type):
             st = obj._state
             i = index.get(id(st))
             if i is None:
@@ -76,26 +75,10 @@ def pack(args, kwargs, future_type):
                 refs.append(st.ref)
                 deps.append(st)
             return _Dep(i)
-        if depth > 100:
-            return obj
-        if isinstance(obj, dict):
-            new = {k: walk(v, depth + 1) for k, v in obj.items()}
-            if all(new[k] is v for k, v in obj.items()):
-                return obj
-            return new if t is dict else _rebuilt(t, new, obj)
-        if isinstance(obj, (list, tuple, set, frozenset)):
-            items = [walk(v, depth + 1) for v in obj]
-            if all(n is o for n, o in zip(items, obj)):
-                return obj
-            if t in (list, tuple, set, frozenset):
-                return t(items)
-            if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
-                return t(*items)
-            return _rebuilt(t, items, obj)
-        return obj
+        return KEEP
 
-    packed_args = tuple(walk(a, 0) for a in args)
-    packed_kwargs = {k: walk(v, 0) for k, v in kwargs.items()}
+    packed_args = tuple(walk(a, visit) for a in args)
+    packed_kwargs = {k: walk(v, visit) for k, v in kwargs.items()}
     return (packed_args, packed_kwargs), refs, deps
 
 
@@ -110,31 +93,8 @@ def call_args(packed, args, deps) -> list:
     return [d.ref for d in deps]
 
 
-def _rebuilt(t, items, original):
-    try:
-        return t(items)
-    except Exception:  # a subclass that cannot be rebuilt from items: give the base type
-        base = dict if isinstance(original, dict) else next(b for b in (list, tuple, set, frozenset) if isinstance(original, b))
-        return base(items)
-
-
 def _unpack(obj, values):
-    t = type(obj)
-    if t is _Dep:
-        return values[obj.i]
-    if t in _ATOMS:
-        return obj
-    if isinstance(obj, dict):
-        new = {k: _unpack(v, values) for k, v in obj.items()}
-        return new if t is dict else _rebuilt(t, new, obj)
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = [_unpack(v, values) for v in obj]
-        if t in (list, tuple, set, frozenset):
-            return t(items)
-        if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-            return t(*items)
-        return _rebuilt(t, items, obj)
-    return obj
+    return walk(obj, lambda x: values[x.i] if type(x) is _Dep else KEEP)
 
 
 # -- what runs in the worker ---------------------------------------------------------
@@ -396,8 +356,6 @@ def _call_on_node(function, args, kwargs):
     except (TypeError, ValueError):
         wants_worker = False
     if wants_worker:
-        from .worker import get_worker
-
         kwargs = dict(kwargs, dask_worker=get_worker())
     try:
         return function(*args, **kwargs)

@@ -285,6 +285,25 @@ def test_client_rejects_bad_arguments(no_client):
     assert not ray.is_initialized()
 
 
+def test_a_client_that_fails_to_start_leaves_nothing_running(no_client):
+    """A bad ``dashboard_address`` used to be found only after the whole cluster had started,
+    which it left running (and the next ``Client()`` failed with "Ray is already running")."""
+    import threading
+
+    import psutil
+
+    children = {p.pid for p in psutil.Process().children(recursive=True)}
+    threads = {t.ident for t in threading.enumerate()}
+    for bad, kind in (("not-an-address", ValueError), (":99999", ValueError), (3.5, TypeError)):
+        with pytest.raises(kind, match=repr(bad) if not isinstance(bad, float) else "3.5"):
+            Client(n_workers=1, threads_per_worker=1, dashboard_address=bad)
+        assert not ray.is_initialized()
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= children  # no Ray process
+    assert {t.ident for t in threading.enumerate()} <= threads  # no thread (no dashboard, no settler)
+    with Client(n_workers=1, threads_per_worker=1, dashboard_address=None) as c:  # and the next one starts
+        assert c.submit(inc, 1).result(timeout=60) == 2
+
+
 @pytest.mark.timeout(180)
 def test_client_on_a_local_cluster_object(no_client):
     """``Client(LocalCluster(...))`` as in Dask: the client uses it, closing the client leaves it up."""

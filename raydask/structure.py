@@ -1,0 +1,78 @@
+"""The one walk over Dask's nested argument structures.
+
+Dask looks for futures inside lists, tuples, sets, frozensets, dicts and their
+subclasses (namedtuples included), at any depth.  Four things in raydask walk
+those structures the same way: packing a call's arguments for Ray
+(:func:`raydask.scheduling.pack`), unpacking them in the task, finding the
+futures in an object (:func:`futures_of`), and putting gathered values where
+the futures were (``Client.gather``).  They all use :func:`walk`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CONTAINERS", "KEEP", "futures_of", "rebuild", "walk"]
+
+ATOMS = frozenset({int, float, str, bytes, bool, complex, type(None)})
+CONTAINERS = (list, tuple, set, frozenset, dict)
+#: Returned by a ``visit`` function: "not a leaf of mine, look inside (or keep it)".
+KEEP = object()
+MAX_DEPTH = 100
+
+
+def walk(obj, visit, depth=0):
+    """A copy of ``obj`` with ``visit(x)`` put in place of every ``x`` it replaces.
+
+    ``visit`` returns the replacement, or :data:`KEEP` to keep ``x`` (and look
+    inside it, if it is a container).  Containers in which nothing was replaced
+    are returned as they are (no copy); deeper than ``MAX_DEPTH`` nothing is
+    visited.
+    """
+    t = type(obj)
+    if t in ATOMS:
+        return obj
+    new = visit(obj)
+    if new is not KEEP:
+        return new
+    if depth > MAX_DEPTH:
+        return obj
+    if isinstance(obj, dict):
+        items = {k: walk(v, visit, depth + 1) for k, v in obj.items()}
+        if all(items[k] is v for k, v in obj.items()):
+            return obj
+        return items if t is dict else rebuild(t, items, obj)
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [walk(v, visit, depth + 1) for v in obj]
+        if all(n is o for n, o in zip(items, obj)):
+            return obj
+        return rebuild(t, items, obj)
+    return obj
+
+
+def rebuild(t, items, original):
+    """``t`` made from ``items`` (a list, or a dict for mappings), as ``original`` was."""
+    if t in (list, tuple, set, frozenset, dict):
+        return t(items)
+    if isinstance(original, tuple) and hasattr(original, "_fields"):  # namedtuple
+        return t(*items)
+    try:
+        return t(items)
+    except Exception:  # a subclass that cannot be rebuilt from items: give the base type
+        base = dict if isinstance(original, dict) else next(
+            b for b in (list, tuple, set, frozenset) if isinstance(original, b))
+        return base(items)
+
+
+def futures_of(obj, future_type) -> list:
+    """Every ``future_type`` inside ``obj``, each once, in the order met."""
+    out, seen = [], set()
+
+    def visit(x):
+        if isinstance(x, future_type):
+            if id(x) not in seen:
+                seen.add(id(x))
+                out.append(x)
+            return x
+        return KEEP
+
+    walk(obj, visit)
+    return out
