@@ -124,12 +124,24 @@ class DaskAPI(_Engine):
         return {"seconds": time.perf_counter() - t0}
 
     def priority_throughput(self, n):
-        """throughput with ``priority=1`` on every task (all equal: the order is unchanged)."""
+        """throughput with ``priority=i % 5`` on every task (varied: the order changes)."""
         c, base = self.client, self.fresh(n)
         t0 = time.perf_counter()
-        fs = [c.submit(tasks.inc, base + i, priority=1) for i in range(n)]
+        fs = [c.submit(tasks.inc, base + i, priority=i % 5) for i in range(n)]
         c.gather(fs)
         return {"seconds": time.perf_counter() - t0}
+
+    def priority_jump(self, n, sleep, delay):
+        """A ``priority=100`` task submitted ``delay`` s after ``n`` queued ``priority=0`` ones."""
+        c, base = self.client, self.fresh(n)
+        fs = [c.submit(tasks.stamped_sleep, base + i, sleep, priority=0) for i in range(n)]
+        time.sleep(delay)  # let the low ones reach the scheduler / gate and start running
+        submitted = time.time()
+        high = c.submit(tasks.stamped_sleep, base + n, sleep, priority=100)
+        gate = getattr(c, "_gate", None)
+        inflight = gate.stats()["released"] if gate is not None else None
+        start, stop, _ = high.result()
+        return _jump(submitted, start, stop, c.gather(fs), inflight)
 
     def map(self, n):
         c, base = self.client, self.fresh(n)
@@ -295,6 +307,7 @@ class RawRay(_Engine):
         self.inc, self.add, self.double, self.total = r(tasks.inc), r(tasks.add), r(tasks.double), r(tasks.total)
         self.nbytes_of, self.wait_for_file, self.inc_after = r(tasks.nbytes_of), r(tasks.wait_for_file), r(tasks.inc_after)
         self.nb_inc, self.nb_double, self.nb_add = r(tasks.nb_inc), r(tasks.nb_double), r(tasks.nb_add)
+        self.stamped_sleep = r(tasks.stamped_sleep)
 
     def info(self):
         return {"engine": "ray", "versions": {"ray": self.ray.__version__}}
@@ -317,6 +330,16 @@ class RawRay(_Engine):
         return {"seconds": time.perf_counter() - t0}
 
     priority_throughput = throughput  # Ray has no priorities (ray-project/ray#52865)
+
+    def priority_jump(self, n, sleep, delay):
+        """The same submissions without priorities: Ray starts them first come, first served."""
+        base, ray = self.fresh(n), self.ray
+        refs = [self.stamped_sleep.remote(base + i, sleep) for i in range(n)]
+        time.sleep(delay)
+        submitted = time.time()
+        high = self.stamped_sleep.remote(base + n, sleep)
+        start, stop, _ = ray.get(high)
+        return _jump(submitted, start, stop, ray.get(refs), None)
     map = throughput  # Ray has no map: a list comprehension of .remote calls is the idiom
 
     def round_trip(self, n):
@@ -446,6 +469,20 @@ class RawRay(_Engine):
     def close(self):
         self.ray.shutdown()
         self.cluster.shutdown()
+
+
+def _jump(submitted, start, stop, lows, inflight):
+    """priority_jump's figures from the wall-clock stamps of the high task and the low ones."""
+    out = {
+        # low tasks that started after the high one was submitted, before it started
+        "overtook": sum(1 for s, _, _ in lows if submitted < s < start),
+        "ahead": sum(1 for s, _, _ in lows if s < start),  # started before it, in all
+        "behind": sum(1 for _, e, _ in lows if e > stop),  # still running or not started when it ended
+        "low": len(lows),
+    }
+    if inflight is not None:
+        out["released"] = inflight  # the gate's tasks in flight when the high one arrived
+    return {"seconds": start - submitted, "parts": out}
 
 
 def make(name, **config):

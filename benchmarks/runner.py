@@ -46,6 +46,7 @@ class Row:
     warmup: bool = True
     about: str = ""
     fresh: bool = False  # measured in a new process per repetition (startup, memory)
+    checks: dict = field(default_factory=dict)  # {part: (op, bound)}: raydask's median part, absolute
 
 
 def per_second(key):
@@ -62,6 +63,16 @@ def seconds(r, p):
 
 def megabytes(r, p):
     return r["value"] / 2**20
+
+
+def milliseconds(r, p):
+    return r["seconds"] * 1000
+
+
+#: Rows whose priority= turns raydask's priority gate on for the rest of the client's life.
+PRIORITY_WORKLOADS = ("notebook", "priority_throughput", "priority_jump")
+#: The gate's window for 10 ms tasks on 2 CPUs: ceil(2 x 1.1 x (1 + 3 ms / 10 ms)) (raydask/priority.py).
+JUMP_WINDOW = 3
 
 
 MAIN = ("raydask", "ray", "dask")
@@ -87,14 +98,20 @@ def rows() -> list[Row]:
             per_second("n"), {"ray": (">=", 1.0)},
             about="submit 2,000, take each as it completes and fetch it (Ray: a ray.wait(num_returns=1) loop)"),
         Row("memory_10k", "memory_10k", MAIN, LOCAL, {"n": 10_000}, {"n": 1000}, "MiB per 10k", False, megabytes,
-            reps=2, warmup=False, fresh=True,
+            {"ray": ("<=", 1.1)}, reps=2, warmup=False, fresh=True,
             about="driver RSS growth while 10,000 futures wait behind a blocker (fresh process each)"),
         Row("scale_up", "scale_up", MAIN, LOCAL, {}, {}, "s/node", False, seconds, reps=3, warmup=False,
             about="add one 2-CPU worker and wait until it is up (then remove it)"),
         Row("notebook", "notebook", MAIN, LOCAL, {"sleep": 0.001}, {"sleep": 0.001}, "s", False, seconds,
-            about="the seed notebook's code (examples/futures.py), sleeps up to 1 ms, without startup"),
+            {"dask": ("<=", 0.6)}, about="the seed notebook's code (examples/futures.py), sleeps up to 1 ms, without startup"),
         Row("priority_throughput", "priority_throughput", MAIN, LOCAL, {"n": 2000}, {"n": 200}, "tasks/s", True,
-            per_second("n"), about="throughput with priority=1 on every task (Ray: plain throughput, it has no priorities)"),
+            per_second("n"), {"ray": (">=", 0.8)},
+            about="throughput with priority=i % 5 on every task (Ray: plain throughput, it has no priorities)"),
+        Row("priority_jump", "priority_jump", MAIN, LOCAL, {"n": 400, "sleep": 0.01, "delay": 0.1},
+            {"n": 40, "sleep": 0.01, "delay": 0.05}, "ms wait", False, milliseconds,
+            checks={"overtook": ("<=", JUMP_WINDOW)},
+            about="a priority=100 task submitted 0.1 s after 400 priority=0 tasks of 10 ms: ms from its "
+                  "submission to its start (Ray: no priorities, the FIFO reference)"),
         Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
             about="scatter 100 MB numpy array, a task reading it on the other node, gather it back (2 nodes x 1 CPU)"),
     ]
@@ -282,12 +299,32 @@ def verdict(ratio, target):
     return f"{'✅' if ok else '❌'} {op} {bound:.2f}"
 
 
+def part_median(res, engine, part):
+    v = res.parts.get(engine, {}).get(part)
+    return statistics.median(v) if v else None
+
+
+def checks_text(res):
+    """The row's absolute checks on raydask's median parts, e.g. ``overtook 1 ✅ <= 3.00``."""
+    first = res.row.engines[0]
+    return ", ".join(f"{k} {fmt(part_median(res, first, k))} {verdict(part_median(res, first, k), t)}"
+                     for k, t in res.row.checks.items())
+
+
+def parts_text(res):
+    return "; ".join(f"{e}: " + ", ".join(f"{k} {fmt(statistics.median(v))}" for k, v in res.parts[e].items())
+                     for e in res.row.engines if res.parts.get(e))
+
+
 def summary_line(res):
     row = res.row
     absolute = " | ".join(f"{e} {fmt(res.median(e))}" for e in row.engines)
     ratios = ", ".join(f"vs {e} {fmt(res.ratio(e))} {verdict(res.ratio(e), row.targets.get(e))}".rstrip()
                        for e in row.engines[1:])
-    return f"{row.id:<26} {row.unit:<12} {absolute} | ratio {row.engines[0]} {ratios}"
+    line = f"{row.id:<26} {row.unit:<12} {absolute} | ratio {row.engines[0]} {ratios}"
+    if row.checks:
+        line += f" | {checks_text(res)} | parts (medians) {parts_text(res)}"
+    return line
 
 
 def run_fresh(row, quick, reps, timeout):
@@ -442,6 +479,12 @@ def report(results, infos, meta, path):
         lines += ["", "Transfer phases (median seconds): " + "; ".join(
             f"{e}: " + ", ".join(f"{k} {fmt(statistics.median(v))}" for k, v in res.parts[e].items())
             for res, e in parts) + "."]
+    for res in (r for r in main if r.row.id == "priority_jump"):
+        lines += ["", "priority_jump (medians): *overtook* = low tasks that started after the high one was "
+                  "submitted and before it started; *ahead* = low tasks that started before it in all; "
+                  "*behind* = low tasks still running or not started when it ended; *released* = the gate's "
+                  f"tasks in flight when it arrived. {parts_text(res)}. Check: {checks_text(res)} "
+                  "(the gate's in-flight window)."]
     scaling = [r for r in results if r.row.id.startswith("scaling/")]
     if scaling:
         lines += ["", "## Scaling: 1, 2, 4 local nodes of 2 logical CPUs each (raydask vs raw Ray)", "",
@@ -562,7 +605,7 @@ def main(argv=None) -> int:
             else:
                 procs = pool.only([(e, row.config) for e in row.engines])
                 res = measure(row, procs, args.quick, reps, args.timeout, pool)
-                if row.workload in ("notebook", "priority_throughput"):
+                if row.workload in PRIORITY_WORKLOADS:
                     # its priority=1 turned on raydask's priority gate for the rest of the
                     # client's life: later rows get fresh raydask engines
                     pool.drop("raydask")

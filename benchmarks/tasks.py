@@ -58,3 +58,10 @@ def nb_double(x, sleep=SLEEP):
 def nb_add(x, y, sleep=SLEEP):
     time.sleep(random.random() * sleep)
     return x + y
+
+
+def stamped_sleep(x, sleep):
+    """Sleep ``sleep`` seconds; return (start, stop) wall-clock times (priority_jump)."""
+    start = time.time()
+    time.sleep(sleep)
+    return (start, time.time(), x)
