@@ -43,6 +43,8 @@ logger = logging.getLogger("raydask")
 #: Seconds a cancelled running task may ignore Ray's interrupt before ``cancel(force=True)``
 #: ends its worker process.
 FORCE_GRACE = 2.0
+#: ``fifo_timeout``'s default, "100 ms", in seconds (parsed once, not per submit).
+FIFO_TIMEOUT = 0.1
 
 
 class ClientStatus(enum.Enum):
@@ -245,9 +247,10 @@ class Client:
         if not callable(func):
             raise TypeError(f"First input to submit must be a callable function, got {func!r}")
         self._check_running()
-        if not (workers is None and resources is None and retries is None and priority is None
+        if not (workers is None and resources is None and retries is None
+                and (priority is None or type(priority) is int)
                 and fifo_timeout == "100 ms" and allow_other_workers is False and actor is False
-                and actors is False and pure is True):  # the defaults need no checking
+                and actors is False and pure is True):  # the defaults (and an int priority) need no checking
             checked = arguments.check_submit_options(
                 key=key, workers=workers, resources=resources, retries=retries, priority=priority,
                 fifo_timeout=fifo_timeout, allow_other_workers=allow_other_workers, actor=actor,
@@ -304,7 +307,8 @@ class Client:
                         raise FutureCancelledError(key, "an input was cancelled")
                 return dispatcher.submit(func, packed, call_args(packed, args, deps), options, name)
 
-            gate.hold(state, dispatch, priority, deps, _demand(options), parse_timedelta(fifo_timeout))
+            fifo = FIFO_TIMEOUT if fifo_timeout == "100 ms" else parse_timedelta(fifo_timeout)
+            gate.hold(state, dispatch, priority, deps, _demand(options), fifo)
             if state.ref is None and state.status is Status.ERROR:
                 # released at once and Ray refused it (an argument it cannot serialize):
                 # raise here, as the default path does, and forget the key

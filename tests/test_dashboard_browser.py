@@ -71,7 +71,17 @@ class Page:
         return self.page
 
     def wait_for(self, js, timeout=15.0):
-        self.page.wait_for_function(js, timeout=timeout * 1000)
+        """Wait until the expression ``js`` is truthy in the page.
+
+        Polled from here with ``evaluate`` (the DevTools protocol, which the page's
+        Content-Security-Policy does not cover): playwright's ``wait_for_function``
+        polls inside the page with ``eval``, which the dashboard's CSP forbids.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.page.evaluate(js):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{js!r} did not become true within {timeout} s")
+            time.sleep(0.05)
 
     def screenshot(self, name):
         ARTIFACTS.mkdir(exist_ok=True)
