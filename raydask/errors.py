@@ -16,6 +16,8 @@ from concurrent.futures import CancelledError
 import ray.exceptions
 import tblib
 
+from .raycompat import task_attempt_nodes
+
 __all__ = [
     "CancelledError",
     "FutureCancelledError",
@@ -204,45 +206,23 @@ def killed_worker(key, ref=None, retries=UNKNOWN) -> KilledWorker:
 def _task_attempts(ref, expected: int, patience: float = 1.0) -> list | None:
     """The worker address of each attempt of ``ref``'s task, from the GCS (None: unknown).
 
-    One filtered ``GetTaskEvents`` call took ~20 ms here.  The events lag the
-    work by up to a second (workers report them in batches), so while an
-    attempt has no node yet this asks again, for at most ``patience`` seconds:
-    it runs only when a worker died, on the thread that settles the failure.
-    Private Ray API (``ray.core.generated``, ``ray._private.grpc_utils``): any
-    failure here means "unknown", never a different exception.
+    The events lag the work by up to a second (workers report them in batches),
+    so while an attempt has no node yet this asks again, for at most
+    ``patience`` seconds: it runs only when a worker died, on the thread that
+    settles the failure.
     """
-    try:
-        from ray._private.grpc_utils import init_grpc_channel
-        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-
-        task_id = ref.task_id().binary()
-        channel = init_grpc_channel(ray.get_runtime_context().gcs_address, asynchronous=False)
-    except Exception:  # noqa: BLE001 - a Ray without these, or not connected
-        return None
-    try:
-        stub = gcs_service_pb2_grpc.TaskInfoGcsServiceStub(channel)
-        filters = gcs_service_pb2.GetTaskEventsRequest.Filters()
-        filters.task_filters.append(gcs_service_pb2.GetTaskEventsRequest.Filters.TaskIdFilter(task_id=task_id))
-        request = gcs_service_pb2.GetTaskEventsRequest(limit=100, filters=filters)
-        deadline = time.monotonic() + patience
-        while True:
-            reply = stub.GetTaskEvents(request, timeout=2)
-            nodes = {}
-            for event in reply.events_by_task:
-                node = event.state_updates.node_id
-                nodes[event.attempt_number] = node.hex() if node else nodes.get(event.attempt_number)
-            complete = len(nodes) >= expected and all(nodes.values())
-            if complete or time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
-        if not nodes:
+    deadline = time.monotonic() + patience
+    while True:
+        nodes = task_attempt_nodes(ref)
+        if nodes is None:
             return None
-        addresses = _node_addresses()
-        return [addresses.get(nodes[n]) if nodes[n] else None for n in sorted(nodes)]
-    except Exception:  # noqa: BLE001 - the GCS did not answer: the workers stay unknown
+        if (len(nodes) >= expected and all(nodes.values())) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    if not nodes:
         return None
-    finally:
-        channel.close()
+    addresses = _node_addresses()
+    return [addresses.get(nodes[n]) if nodes[n] else None for n in sorted(nodes)]
 
 
 def _node_addresses() -> dict:

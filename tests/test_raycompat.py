@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import logging
 import sys
+import time
 
 import pytest
 import ray
@@ -290,3 +291,28 @@ def _where():
 def test_in_worker_process(client):
     assert raycompat.in_worker_process() is False
     assert ray.get(ray.remote(_where).remote()) is True
+
+
+def test_task_events_shape():
+    """``KilledWorker`` reads each attempt's node from the GCS' task events (errors.killed_worker)."""
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    assert "asynchronous" in inspect.signature(init_grpc_channel).parameters
+    assert hasattr(gcs_service_pb2_grpc, "TaskInfoGcsServiceStub")
+    filters = gcs_service_pb2.GetTaskEventsRequest.Filters()
+    filters.task_filters.append(gcs_service_pb2.GetTaskEventsRequest.Filters.TaskIdFilter(task_id=b"x"))
+    gcs_service_pb2.GetTaskEventsRequest(limit=1, filters=filters)
+
+
+def test_task_attempt_nodes_of_a_finished_task(client):
+    ref = ray.remote(lambda: 1).remote()
+    assert ray.get(ref) == 1
+    deadline = time.monotonic() + 10
+    while True:  # task events reach the GCS in batches, within about a second
+        nodes = raycompat.task_attempt_nodes(ref)
+        if nodes and nodes.get(0):
+            break
+        assert time.monotonic() < deadline, nodes
+        time.sleep(0.2)
+    assert nodes[0] == ray.get_runtime_context().get_node_id()
