@@ -302,11 +302,6 @@ class Settler:
         if slow:
             self._queue.put((notify, (slow, state)))
 
-    def arrived_then(self, state, result, then, *args) -> None:
-        """:meth:`arrived`, then ``then(*args, result)`` on the settler thread (it may call Ray)."""
-        self.arrived(state, result)
-        self._queue.put((then, (*args, result)))
-
     def call_soon(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the user-callback thread."""
         self._user_queue.put((fn, args))

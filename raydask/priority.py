@@ -15,7 +15,8 @@ only when the :class:`Gate` releases it::
           ▼  while the tasks in flight fit in the window (see below)
     released: packed and submitted to Ray (the same direct path as any task);
           │   state.dispatched(ref, receipt) wakes result(), wait(), pickling...
-          │   the receipt's completion callback (Ray's thread) -> settler thread
+          │   the raydask-gate thread waits on the released receipts (one ray.wait
+          │   for all of them) and settles the states of those that ended
           ▼
     ended: the slot frees, dependents may become ready, release more
 
@@ -28,8 +29,8 @@ pre-empted.
 **The window.**  Dask keeps ``worker-saturation`` (1.1) tasks per thread in
 flight.  raydask does the same per resource, from ``ray.cluster_resources()``
 (re-read at most once a second, so nodes that come and go count), and widens
-it for short tasks: a released task needs a round trip ``r`` (completion
-callback, dispatch, Ray's lease; :data:`ROUND_TRIP`) before the next one starts
+it for short tasks: a released task needs a round trip ``r`` (the gate thread's
+wait, dispatch, Ray's lease; :data:`ROUND_TRIP`) before the next one starts
 in its slot, so with tasks of duration ``d`` (measured: a moving average of the
 receipts' run times) the window is ``ceil(CPUs x 1.1 x (1 + r/d))``, at most 64
 x CPUs.  Long tasks (``d >> r``) get Dask's window and start strictly by
@@ -61,7 +62,8 @@ import time
 import ray
 
 from .errors import CancelledError
-from .future import Status, notify, on_completed
+from .future import Status, notify
+from .scheduling import outcomes
 
 __all__ = ["Gate", "SATURATION"]
 
@@ -72,8 +74,10 @@ SATURATION = 1.1
 #: The window never exceeds this many tasks per CPU, however short the tasks.
 MAX_WIDENING = 64
 #: Seconds from a task's end to the next task starting in its slot through the gate
-#: (completion callback, settler thread, submit, Ray's lease): a few ms on 2 CPUs here.
+#: (the gate thread's wait, submit, Ray's lease): a few ms on 2 CPUs here.
 ROUND_TRIP = 0.003
+#: Longest single ``ray.wait`` of the gate's thread: how soon it sees tasks released meanwhile.
+TICK = 0.05
 #: Weight of the newest sample in the moving average of task durations.
 ALPHA = 0.2
 
@@ -110,8 +114,11 @@ class Gate:
     """Holds a client's tasks and hands them to Ray by priority, a window at a time.
 
     Args:
-        settler: the client's :class:`~raydask.future.Settler`; completions of
-            released tasks are handled on its thread (they may dispatch more).
+        settler: the client's :class:`~raydask.future.Settler`, which runs the
+            completion callbacks of futures somebody watches.
+
+    A named thread, ``raydask-gate``, learns which released tasks ended and
+    releases more; :meth:`close` joins it.
     """
 
     def __init__(self, settler):
@@ -128,7 +135,11 @@ class Gate:
         self._last_submit = 0.0
         self._duration = None  # moving average of task durations (s)
         self._closed = False
+        self._running: dict = {}  # receipt ref -> released entry, until Ray's task ended
+        self._wake = threading.Condition(self._lock)
         self._refresh(time.monotonic())
+        self._thread = threading.Thread(target=self._watch, name="raydask-gate", daemon=True)
+        self._thread.start()
 
     # -- holding ------------------------------------------------------------------------
     def hold(self, state, dispatch, priority, deps, demand, fifo_timeout=0.1) -> None:
@@ -248,14 +259,44 @@ class Gate:
             return
         entry.dispatch = None  # let the arguments go
         state.dispatched(ref, receipt, self._settler)
-        settler = self._settler
-        # the slot frees when Ray's task ends, not when its future settles (a
-        # cancelled task holds its CPU until Ray stopped it)
-        from .future import on_completed
+        # the slot frees when Ray's task ends, not when its future settles (a cancelled
+        # task holds its CPU until Ray stopped it): the watcher thread waits on receipts
+        with self._wake:
+            self._running[receipt] = entry
+            if len(self._running) == 1:
+                self._wake.notify()
 
-        on_completed(receipt, lambda result, e=entry: settler.arrived_then(e.state, result, self._ended, e))
+    def _watch(self) -> None:
+        """The ``raydask-gate`` thread: learn which released tasks ended, in batches.
 
-    def _ended(self, entry, result) -> None:
+        One ``ray.wait`` over every released task's receipt (Ray releases the GIL
+        while it waits), then one ``ray.get`` of the small receipts of all that
+        ended, instead of a completion callback per task crossing from Ray's thread
+        into Python (measured on 2 CPUs, 2,000 no-op tasks with priorities, four
+        rounds: 0.80x raw Ray's rate this way, 0.73x with a callback per task).
+        A ``ray.wait`` lasts at most ``TICK``, so tasks released meanwhile join soon.
+        """
+        while True:
+            with self._wake:
+                while not self._running and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                refs = list(self._running)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=TICK, fetch_local=False)
+            if not ready:
+                continue
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+            values = outcomes(ready)
+            with self._wake:
+                entries = [self._running.pop(ref, None) for ref in ready]
+            for entry, value in zip(entries, values):
+                if entry is not None:
+                    notify(entry.state.settle_from_receipt(value), entry.state)
+                    self._ended(entry, value, pump=False)
+            self.pump()
+
+    def _ended(self, entry, result, pump=True) -> None:
         """A released task's Ray task ended (or its dispatch failed): free its slot."""
         record = getattr(entry.state, "record", None)
         with self._lock:
@@ -268,7 +309,8 @@ class Gate:
                     self._learn(record)
             entry.held = _Held.DONE
             self._unblock(entry)
-        self.pump()
+        if pump:
+            self.pump()
 
     def _learn(self, record) -> None:
         duration = max(record.stop - record.start, 0.0)
@@ -322,4 +364,7 @@ class Gate:
             held = [e.state for e in self._entries.values() if e.held in (_Held.WAITING, _Held.READY)]
             self._entries.clear()
             self._ready.clear()
+            self._wake.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=TICK + 5)
         return held
