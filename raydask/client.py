@@ -250,7 +250,7 @@ class Client:
         if not (workers is None and resources is None and retries is None
                 and (priority is None or type(priority) is int)
                 and fifo_timeout == "100 ms" and allow_other_workers is False and actor is False
-                and actors is False and pure is True):  # the defaults (and an int priority) need no checking
+                and actors is False and (pure is True or pure is False)):  # the defaults need no checking
             checked = arguments.check_submit_options(
                 key=key, workers=workers, resources=resources, retries=retries, priority=priority,
                 fifo_timeout=fifo_timeout, allow_other_workers=allow_other_workers, actor=actor,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
+import numbers
 import re
 import threading
 import uuid
@@ -210,11 +212,15 @@ def parse_timedelta(value, name="timeout"):
         Dask raises ``KeyError`` for an unknown unit and a ``ValueError`` about
         ``'1-1'`` for ``-1``; this raises ``ValueError`` naming ``name`` and the value.
     """
-    import math
-    import numbers
-
     if value is None:
         return None
+    t = type(value)
+    if t is str:
+        seconds = _parsed.get(value)
+        if seconds is not None:  # "100 ms" on every submit: parse each text once
+            return seconds
+    elif (t is float or t is int) and 0 <= value <= MAX_SECONDS:  # NaN fails the comparison
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)) and not hasattr(value, "total_seconds"):
         raise TypeError(f"{name} must be a number of seconds or a string like '10s', got {value!r}")
     if isinstance(value, str):
@@ -234,4 +240,9 @@ def parse_timedelta(value, name="timeout"):
         raise ValueError(f"{name} must not be negative, got {value!r}")
     if seconds > MAX_SECONDS:
         raise ValueError(f"{name} {value!r} is too long (at most {MAX_SECONDS:g} s); use None to wait without a limit")
+    if t is str and len(_parsed) < 1024:
+        _parsed[value] = seconds
     return seconds
+
+
+_parsed: dict = {}  # duration text -> seconds, for texts that parsed
