@@ -472,9 +472,10 @@ class Client:
         for st in live:
             try:
                 values[st.key] = ray.get(st.ref)
-            except ray.exceptions.RayError:
+            except ray.exceptions.RayError as err:
                 bad.add(st.key)
-        _settle(live)
+                notify(st.settle_from_receipt(err), st)
+        _settle([st for st in live if st.key not in bad])
         return values, bad
 
     def scatter(self, data, workers=None, broadcast=False, direct=None, hash=True, timeout=None,
@@ -663,8 +664,8 @@ class Client:
         refresh(states)
         addresses = {w["node_id"]: w["address"] for w in worker_table()}
         return {
-            st.key: [addresses[st.record.node_id]] if st.status is Status.FINISHED and st.record is not None
-            and st.record.node_id in addresses else []
+            st.key: [addresses[st.load_record().node_id]] if st.status is Status.FINISHED
+            and st.load_record() is not None and st.record.node_id in addresses else []
             for st in states
         }
 
@@ -847,11 +848,21 @@ def _failed(state) -> bool:
 
 
 def _settle(states) -> None:
-    """Settle pending ``states`` whose values were fetched, from their receipts (one Ray call)."""
+    """Settle pending ``states`` whose values were fetched: their tasks finished.
+
+    With the dashboard's log listening, from their receipts (one Ray call for all:
+    where and when they ran); without it the receipts are read only if asked for
+    (``FutureState.load_record``): reading them cost 5-8 % of gather's throughput.
+    """
     pending = [st for st in states if st.status is Status.PENDING and st.receipt is not None]
-    if pending:
-        for st, value in zip(pending, outcomes([st.receipt for st in pending])):
-            notify(st.settle_from_receipt(value), st)
+    if not pending:
+        return
+    if not any(st.listener is not None for st in pending):
+        for st in pending:
+            notify(st.settle(Status.FINISHED), st)
+        return
+    for st, value in zip(pending, outcomes([st.receipt for st in pending])):
+        notify(st.settle_from_receipt(value), st)
 
 
 def futures_of(obj) -> list:

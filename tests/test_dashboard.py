@@ -70,8 +70,14 @@ def test_parse_address_rejects_other_types_naming_them(address):
 
 
 def test_parse_address_starts_nothing():
-    parse_address(":8787")
-    assert not ray.is_initialized()
+    """In a fresh process (here Ray may already run for other tests): no Ray, no thread."""
+    import subprocess
+    import sys
+
+    code = ("import threading, ray; from raydask.dashboard.server import parse_address; "
+            "n = threading.active_count(); assert parse_address(':8787') == ('127.0.0.1', 8787); "
+            "assert not ray.is_initialized() and threading.active_count() == n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_page_files_are_in_the_package_and_load_nothing_from_the_internet():

@@ -146,7 +146,8 @@ def test_cancelling_a_released_task_interrupts_it_and_frees_its_slot_when_it_end
 def test_result_and_gather_settle_the_state(client):
     one = client.submit(inc, 100, pure=False)
     assert one.result(timeout=60) == 101
-    assert one._state.status is Status.FINISHED and one._state.record is not None
+    assert one._state.status is Status.FINISHED
+    assert one.type is int and one._state.record is not None  # the receipt, read when asked for
     many = client.map(inc, range(50), pure=False)
     assert client.gather(many) == list(range(1, 51))
     assert all(f._state.status is Status.FINISHED for f in many)
