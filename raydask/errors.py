@@ -218,7 +218,7 @@ def _task_attempts(ref, expected: int, patience: float = 1.0) -> list | None:
             return None
         if (len(nodes) >= expected and all(nodes.values())) or time.monotonic() >= deadline:
             break
-        time.sleep(0.1)
+        time.sleep(0.1)  # Ray has no "task events reached the GCS" notification; bounded by patience
     if not nodes:
         return None
     addresses = _node_addresses()
