@@ -44,8 +44,10 @@ path pays nothing.
 Differences from dask.distributed:
     Tasks submitted before the first priority are neither held nor counted.
     The window is per client: two clients on one cluster each keep their own
-    window in flight, so a high-priority task of one waits behind at most the
-    other's window.  A task blocked on its children (``worker_client``)
+    window in flight, so a high-priority task of one does not wait for the
+    other's backlog; Ray reuses a worker lease for the next queued task of the
+    same function, so it waits until a lease comes free (README: 5-17 of the
+    other's 0.2 s tasks, window 3).  A task blocked on its children (``worker_client``)
     still counts in the window (Ray gave its CPU back, the gate cannot see that).
 """
 
