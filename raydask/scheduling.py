@@ -21,6 +21,7 @@ import time
 import ray
 
 from . import raycompat
+from .arguments import _resources, _retries
 from .context import get_worker
 from .direct import DirectSubmitter
 from .errors import capture
@@ -174,13 +175,10 @@ def task_options(resources=None, retries=None, placement=None) -> dict:
     returns.
     """
     opts = {}
+    resources, retries = _resources(resources), _retries(retries)  # raydask.arguments' one rule
     if resources:
-        if not isinstance(resources, dict):
-            raise TypeError(f"resources must be a dict like {{'GPU': 1}}, got {resources!r}")
         custom = {}
         for name, amount in resources.items():
-            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
-                raise ValueError(f"resource amounts must be non-negative numbers, got {name!r}: {amount!r}")
             if name == "CPU":
                 opts["num_cpus"] = amount
             elif name == "GPU":
@@ -192,8 +190,6 @@ def task_options(resources=None, retries=None, placement=None) -> dict:
         if custom:
             opts["resources"] = custom
     if retries is not None:
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
         opts["max_retries"] = retries
         opts["retry_exceptions"] = retries > 0
     if placement:
