@@ -76,12 +76,25 @@ class Page:
         Polled from here with ``evaluate`` (the DevTools protocol, which the page's
         Content-Security-Policy does not cover): playwright's ``wait_for_function``
         polls inside the page with ``eval``, which the dashboard's CSP forbids.
+        An expression that throws counts as false: right after a click the old
+        document may be gone and the new one without a ``<body>`` yet.
         """
+        guarded = f"(() => {{ try {{ return Boolean({js}); }} catch (e) {{ return false; }} }})()"
         deadline = time.monotonic() + timeout
-        while not self.page.evaluate(js):
+        while not self._evaluate_quietly(guarded):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{js!r} did not become true within {timeout} s")
             time.sleep(0.05)
+
+    def _evaluate_quietly(self, js):
+        from playwright.sync_api import Error as PlaywrightError
+
+        try:
+            return self.page.evaluate(js)
+        except PlaywrightError as exc:  # the page navigated away while evaluating
+            if "context was destroyed" in str(exc) or "navigat" in str(exc):
+                return False
+            raise
 
     def screenshot(self, name):
         ARTIFACTS.mkdir(exist_ok=True)
