@@ -10,7 +10,9 @@ dashboard.
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import inspect
 import logging
 import os
 import queue as pyqueue
@@ -24,12 +26,13 @@ import ray
 import ray.exceptions
 
 from . import arguments, limits, structure
+from .awaiting import LoopThread, dispatched, get, get_one, in_loop, in_thread, run, run_call
 from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
 from .errors import FutureCancelledError, unwrap
 from .events import EventLog
 from .records import TaskRecord
-from .future import Future, FutureState, Settler, Status, notify, quick
+from .future import Future, FutureState, Settler, Status, _result_steps, notify, quick
 from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
 from .scheduling import (
     Dispatcher, _nbytes, call_args, install_upload, node_has, node_resources, pack, placement_options,
@@ -67,11 +70,11 @@ class Client:
         dashboard_address: where the dashboard listens (``":8787"``); None disables it.
         dashboard_max_tasks: how many tasks the dashboard remembers; past it the
             oldest ones the client released are forgotten (raydask only).
+        asynchronous: Dask's asynchronous mode: ``client = await Client(asynchronous=True)``
+            or ``async with Client(asynchronous=True) as client``; inside the event
+            loop the methods Dask makes awaitable return coroutines.
         **cluster_kwargs: passed to :class:`LocalCluster` (``n_workers``,
             ``threads_per_worker``, ``processes``, ``memory_limit``, ``resources``...).
-
-    Differences from dask.distributed:
-        Only the synchronous API exists (``asynchronous=True`` raises).
     """
 
     def __init__(self, address=None, loop=None, timeout=None, set_as_default=True, scheduler_file=None,
@@ -83,8 +86,6 @@ class Client:
         # leaves no Ray, no thread and no port behind.
         arguments.check_client_options(timeout=timeout, set_as_default=set_as_default, name=name,
                                        asynchronous=asynchronous)
-        if asynchronous:
-            raise ValueError("raydask's Client is synchronous; asynchronous=True is not supported")
         if address is not None and not isinstance(address, (str, _ClusterBase)):
             raise TypeError(f"address must be a Ray address string or a LocalCluster, got {address!r}")
         if dashboard_address is not None:
@@ -97,6 +98,7 @@ class Client:
         self.status_enum = ClientStatus.NEWLY_CREATED
         self.id = f"Client-{uuid.uuid1()}"
         self.name = name
+        self._asynchronous = bool(asynchronous)
         self._lock = threading.RLock()
         self._states: dict = {}
         self._keep_alive: set = set()
@@ -107,7 +109,22 @@ class Client:
         self._owns_cluster = False
         self._events = None
         self._dashboard = None
+        self._settler = None
+        self._loop_thread = None  # runs Client.sync's coroutines for a synchronous client
+        self._starting = None  # the asynchronous start, while it runs
+        self.cluster = None
+        self._startup = (address, cluster_kwargs, dashboard_address, dashboard_max_tasks, set_as_default)
+        if not self._asynchronous:
+            self._start()
+        # asynchronous: ``await client`` (or ``async with``) starts it, off the event loop
+
+    def _start(self) -> None:
+        """Connect (starting a cluster if asked to), then the settler and the dashboard."""
+        address, cluster_kwargs, dashboard_address, dashboard_max_tasks, set_as_default = self._startup
+        self._startup = None
         self.cluster = self._connect(address, cluster_kwargs)
+        if isinstance(self.cluster, LocalCluster) and self.cluster.status.value == "created":
+            self.cluster._boot()  # an asynchronous LocalCluster handed over before it was awaited
         self._settler = Settler(name="raydask")
         try:
             if dashboard_address is not None and not _context.in_task():
@@ -118,6 +135,75 @@ class Client:
             raise
         self.status_enum = ClientStatus.RUNNING
         _context.register(self, set_as_default)
+
+    # -- the asynchronous client: ``await Client(asynchronous=True)`` -------------------
+    def __await__(self):
+        return self._started().__await__()
+
+    async def _started(self):
+        if self.status_enum is ClientStatus.NEWLY_CREATED and self._startup is not None:
+            if self._starting is None:  # starting Ray blocks for seconds: not on the loop
+                self._starting = asyncio.ensure_future(asyncio.to_thread(self._start))
+            await asyncio.shield(self._starting)
+        elif self._starting is not None:
+            await asyncio.shield(self._starting)
+        return self
+
+    async def __aenter__(self):
+        return await self._started()
+
+    async def __aexit__(self, *exc):
+        await asyncio.to_thread(self._close)
+
+    @classmethod
+    def current(cls, allow_global=True):
+        """The default client (Dask's ``Client.current()``), asynchronous or not.
+
+        Raises:
+            ValueError: if no client is running.
+        """
+        return _context.default_client()
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether calls return coroutines: an asynchronous client, called inside an event loop.
+
+        As in Dask, an asynchronous client called from a thread without a
+        running loop blocks and returns values.
+        """
+        return self._asynchronous and in_loop()
+
+    def _use_async(self, asynchronous) -> bool:
+        return self.asynchronous if asynchronous is None else bool(asynchronous) and in_loop()
+
+    @property
+    def loop(self):
+        """The event loop ``Client.sync`` runs coroutines on."""
+        if self._asynchronous:
+            return asyncio.get_running_loop() if in_loop() else None
+        return self._ensure_loop_thread().loop
+
+    def _ensure_loop_thread(self):
+        with self._lock:
+            if self._loop_thread is None:
+                self._loop_thread = LoopThread(name="raydask-loop")
+            return self._loop_thread
+
+    def sync(self, func, *args, asynchronous=None, callback_timeout=None, **kwargs):
+        """Call ``func(*args, **kwargs)``; if it returns a coroutine, run it to its value.
+
+        An asynchronous client inside its loop returns the coroutine to be awaited
+        (as Dask's); otherwise the coroutine runs on the client's event-loop thread
+        and this blocks until it is done (or ``callback_timeout`` seconds pass:
+        ``TimeoutError``).
+        """
+        timeout = parse_timedelta(callback_timeout)
+        result = func(*args, **kwargs)
+        if not inspect.isawaitable(result):
+            return result
+        if self._use_async(asynchronous):
+            return result if timeout is None else asyncio.wait_for(result, timeout)
+        return self._ensure_loop_thread().run(result, timeout)
 
     def _connect(self, address, cluster_kwargs):
         if isinstance(address, _ClusterBase):
@@ -142,7 +228,8 @@ class Client:
         """Undo a constructor that failed half-way: stop what it started."""
         if self._dashboard is not None:
             self._dashboard.stop()
-        self._settler.close()
+        if self._settler is not None:
+            self._settler.close()
         if self._owns_cluster or isinstance(self.cluster, RayCluster):
             self.cluster.close()
         self.status_enum = ClientStatus.CLOSED
@@ -202,7 +289,7 @@ class Client:
         return self
 
     def __exit__(self, *exc):
-        self.close()
+        self._close()
 
     def _check_running(self):
         if self.status_enum is not ClientStatus.RUNNING:
@@ -427,30 +514,34 @@ class Client:
 
         Args:
             errors: ``"raise"`` the first failure, or ``"skip"`` failed futures.
+        Returns:
+            The results; with an asynchronous client, a coroutine returning them.
         """
         arguments.check_gather_options(errors=errors, direct=direct)
         if isinstance(futures, Future):
-            return futures.result()
+            return run(_result_steps(futures._state, None), self._use_async(asynchronous))
         if isinstance(futures, pyqueue.Queue):
             raise TypeError("gather does not take a queue; gather its items in a loop instead")
         if isinstance(futures, Iterator):
             return (self.gather(f, errors=errors) for f in futures)
-        found = futures_of(futures)
+        return run(self._gather_steps(futures, errors), self._use_async(asynchronous))
+
+    def _gather_steps(self, futures, errors):
         states = {}
-        for f in found:
+        for f in futures_of(futures):
             states.setdefault(f.key, f._state)
-        values, bad = self._fetch(list(states.values()), errors)
+        values, bad = yield from self._fetch(list(states.values()), errors)
         return _substitute(futures, values, bad)
 
     def _fetch(self, states, errors):
-        """``({key: value}, {bad keys})`` for ``states`` in one Ray call where possible.
+        """Steps to ``({key: value}, {bad keys})`` for ``states``, in one Ray call where possible.
 
         Fetching settles the states too (one more local call for the small
         receipts), so ``status`` and the dashboard know a gathered task ended.
         """
-        for st in states:
-            if st.ref is None:  # held by the priority gate: wait until it is a Ray task
-                st.wait_dispatched()
+        held = [st for st in states if st.ref is None]
+        if held:  # held by the priority gate: wait until they are Ray tasks
+            yield dispatched(held)
         bad = set()
         for st in states:
             if st.status is Status.CANCELLED:
@@ -460,7 +551,7 @@ class Client:
         live = [st for st in states if st.key not in bad]
         if errors == "raise":
             try:
-                values = ray.get([st.ref for st in live])
+                values = yield get([st.ref for st in live])
             except ray.exceptions.RayError as err:
                 failed = next((st for st in live if _failed(st)), None)
                 if failed is not None and failed.exception is not None:
@@ -471,7 +562,7 @@ class Client:
         values = {}
         for st in live:
             try:
-                values[st.key] = ray.get(st.ref)
+                values[st.key] = yield get_one(st.ref)
             except ray.exceptions.RayError as err:
                 bad.add(st.key)
                 notify(st.settle_from_receipt(err), st)
@@ -497,7 +588,10 @@ class Client:
         if isinstance(data, pyqueue.Queue) or isinstance(data, Iterator):
             if isinstance(data, pyqueue.Queue):
                 raise TypeError("scatter does not take a queue; scatter its items in a loop instead")
-            return (self.scatter(x, hash=hash) for x in data)
+            return (self.scatter(x, hash=hash, asynchronous=asynchronous) for x in data)
+        return run_call(lambda: self._scatter(data, hash), self._use_async(asynchronous))
+
+    def _scatter(self, data, hash):
         if isinstance(data, dict):
             return {k: self._scatter_one(v, k) for k, v in data.items()}
         if isinstance(data, (list, tuple, set, frozenset)):
@@ -550,6 +644,9 @@ class Client:
         states = {}
         for f in futures_of(futures):
             states.setdefault(f.key, f._state)
+        return run_call(lambda: self._cancel(states, force, reason), self._use_async(asynchronous))
+
+    def _cancel(self, states, force, reason):
         interrupted = []
         for st in self._with_dependents(states).values():
             if st.status is not Status.PENDING:
@@ -638,8 +735,9 @@ class Client:
 
     def nthreads(self, workers=None, **kwargs) -> dict:
         """``{worker address: threads}`` (Ray CPUs per node)."""
-        return {w["address"]: w["nthreads"] for w in worker_table()
-                if workers is None or w["address"] in workers or w["name"] in workers}
+        return run_call(lambda: {w["address"]: w["nthreads"] for w in worker_table()
+                                 if workers is None or w["address"] in workers or w["name"] in workers},
+                        self.asynchronous)
 
     ncores = nthreads
 
@@ -647,7 +745,8 @@ class Client:
         """Block until ``n_workers`` workers (Ray nodes) are up; raises on timeout."""
         if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
             raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
-        self.cluster.wait_for_workers(n_workers, timeout)
+        return run_call(lambda: self.cluster.wait_for_workers(n_workers, timeout), self.asynchronous,
+                        blocking=True)
 
     def who_has(self, futures=None, **kwargs) -> dict:
         """``{key: [worker address]}``: the worker that computed each finished result.
@@ -660,7 +759,9 @@ class Client:
             as reported by the task itself; Ray's copies on other nodes and
             recomputations after a node left are not tracked.
         """
-        states = self._states_for(futures)
+        return run_call(lambda: self._who_has(self._states_for(futures)), self.asynchronous)
+
+    def _who_has(self, states) -> dict:
         refresh(states)
         addresses = {w["node_id"]: w["address"] for w in worker_table()}
         return {
@@ -675,8 +776,11 @@ class Client:
         if workers is not None:
             wanted = {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
             table = [w for w in table if {w["address"], str(w["name"]), w["node_id"]} & wanted]
+        return run_call(lambda: self._has_what(table), self.asynchronous)
+
+    def _has_what(self, table) -> dict:
         out = {w["address"]: [] for w in table}
-        for key, where in self.who_has().items():
+        for key, where in self._who_has(self._states_for(None)).items():
             for address in where:
                 if address in out:
                     out[address].append(key)
@@ -716,18 +820,8 @@ class Client:
         self._check_running()
         refs = run_on_nodes(function, args, kwargs, workers, worker_table())
         if not wait:
-            return None
-        results = {}
-        for address, ref in refs.items():
-            try:
-                results[address] = ray.get(ref)
-            except ray.exceptions.RayError as err:
-                exc = unwrap(err)
-                if on_error == "raise":
-                    raise exc from None
-                if on_error == "return":
-                    results[address] = exc
-        return results
+            return run_call(lambda: None, self.asynchronous)
+        return run(_collect_runs(refs, on_error), self.asynchronous)
 
     def upload_file(self, filename, load=True):
         """Ship a ``.py``, ``.zip``, ``.egg`` or ``.whl`` file to every worker; later tasks import it.
@@ -749,7 +843,7 @@ class Client:
         with open(filename, "rb") as fh:
             data = fh.read()
         target = self.cluster.upload_dir or os.path.join(tempfile.gettempdir(), f"raydask-upload-{os.getpid()}")
-        self.run(install_upload, os.path.basename(filename), data, target, load)
+        return self.run(install_upload, os.path.basename(filename), data, target, load)
 
     def restart(self, timeout=None, wait_for_workers=True):
         """Cancel every future of this client (Dask's ``restart``); the cluster keeps working.
@@ -761,6 +855,9 @@ class Client:
             Ray's nodes and their worker processes are not restarted.
         """
         self._check_running()
+        return run_call(lambda: self._restart(timeout, wait_for_workers), self.asynchronous, blocking=True)
+
+    def _restart(self, timeout, wait_for_workers):
         with self._lock:
             states = list(self._states.values())
         gate = self._gate
@@ -786,7 +883,17 @@ class Client:
 
     # -- lifecycle --------------------------------------------------------------------
     def close(self, timeout=None):
-        """Close the client; stop the cluster only if this client started it."""
+        """Close the client; stop the cluster only if this client started it.
+
+        A coroutine with an asynchronous client (``await client.close()``).
+        """
+        return run_call(self._close, self.asynchronous, blocking=True)
+
+    def _close(self):
+        if self.status_enum is ClientStatus.NEWLY_CREATED and self._startup is not None:
+            self._startup = None  # never started (an asynchronous client nobody awaited)
+            self.status_enum = ClientStatus.CLOSED
+            return
         if self.status_enum in (ClientStatus.CLOSING, ClientStatus.CLOSED):
             return
         self.status_enum = ClientStatus.CLOSING
@@ -806,6 +913,8 @@ class Client:
         for thread in threads:
             thread.join(timeout=FORCE_GRACE + 5)
         self._settler.close()
+        if self._loop_thread is not None:
+            self._loop_thread.close()
         self._dispatcher.clear()
         if self._owns_cluster:
             self.cluster.close()
@@ -815,7 +924,22 @@ class Client:
 
     def shutdown(self):
         """Close the client and the cluster it started (never a cluster it joined)."""
-        self.close()
+        return self.close()
+
+
+def _collect_runs(refs, on_error):
+    """``Client.run``'s results by worker address, as steps (see :mod:`raydask.awaiting`)."""
+    results = {}
+    for address, ref in refs.items():
+        try:
+            results[address] = yield get_one(ref)
+        except ray.exceptions.RayError as err:
+            exc = unwrap(err)
+            if on_error == "raise":
+                raise exc from None
+            if on_error == "return":
+                results[address] = exc
+    return results
 
 
 def _demand(options) -> dict:

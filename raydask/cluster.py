@@ -17,6 +17,7 @@ Scaling::
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import enum
 import logging
@@ -33,6 +34,7 @@ import ray
 
 from . import raycompat
 from .arguments import check_cluster_options
+from .awaiting import in_loop, run_call
 from .keys import format_bytes, parse_timedelta
 
 __all__ = ["Adaptive", "LocalCluster", "RayCluster", "local_ray_addresses", "worker_table"]
@@ -286,7 +288,7 @@ class LocalCluster(_ClusterBase):
 
     def __init__(self, n_workers=None, threads_per_worker=None, processes=True, memory_limit="auto",
                  resources=None, object_store_memory=512 * 2**20, host=None, name=None,
-                 dashboard_address=":8787", silence_logs=None, **kwargs):
+                 dashboard_address=":8787", silence_logs=None, asynchronous=False, **kwargs):
         # every number checked before a node starts (threads_per_worker=0 once divided by zero)
         check_cluster_options(n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
                               resources=resources, object_store_memory=object_store_memory)
@@ -313,10 +315,35 @@ class LocalCluster(_ClusterBase):
         #: seconds each ``add_node`` took, for the README's figures
         self.node_start_times: list[float] = []
         self.status = ClusterStatus.CREATED
+        self._asynchronous = bool(asynchronous)
+        self._booting = None
+        self._n_workers = n_workers
+        if not asynchronous:  # asynchronous: ``await cluster`` (or ``async with``) starts it
+            self._boot()
+
+    def _boot(self):
         self._start()
-        if n_workers > 1:
-            self._set_target(n_workers)
-            self.wait_for_workers(n_workers, timeout=120)
+        if self._n_workers > 1:
+            self._set_target(self._n_workers)
+            self.wait_for_workers(self._n_workers, timeout=120)
+
+    def __await__(self):
+        return self._started().__await__()
+
+    async def _started(self):
+        """Start off the event loop (Ray's nodes take seconds); once, however often awaited."""
+        if self.status is ClusterStatus.CREATED:
+            with self._lock:
+                if self._booting is None:
+                    self._booting = asyncio.ensure_future(asyncio.to_thread(self._boot))
+            await asyncio.shield(self._booting)
+        return self
+
+    async def __aenter__(self):
+        return await self._started()
+
+    async def __aexit__(self, *exc):
+        await asyncio.to_thread(self.close)
 
     def _node_args(self, name):
         resources = dict(self.resources)
@@ -440,7 +467,16 @@ class LocalCluster(_ClusterBase):
         return [node_id for node_id, ms in idle.items() if node_id in mine and ms >= idle_ms]
 
     def close(self, timeout=None):
-        """Stop every node this cluster started, and disconnect this process from Ray."""
+        """Stop every node this cluster started, and disconnect this process from Ray.
+
+        A coroutine for an asynchronous cluster inside its event loop (``await cluster.close()``).
+        """
+        return run_call(self._close, self._asynchronous and in_loop(), blocking=True)
+
+    def _close(self):
+        if self.status is ClusterStatus.CREATED:  # an asynchronous cluster nobody awaited
+            self.status = ClusterStatus.CLOSED
+            return
         if self.status in (ClusterStatus.CLOSING, ClusterStatus.CLOSED):
             return
         self._stop_adaptive()

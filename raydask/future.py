@@ -34,6 +34,7 @@ from .context import current_client
 from .errors import FutureCancelledError, unwrap
 from .raycompat import on_completed
 from .records import TaskRecord
+from .awaiting import dispatched, get_one, in_loop, run
 from .keys import parse_timedelta, tokenizing  # at module level: result() is on the hot path
 
 __all__ = ["Future", "FutureState", "Status", "quick"]
@@ -198,16 +199,24 @@ class FutureState:
     # -- observation --------------------------------------------------------------------
     def wait_dispatched(self, timeout=None) -> bool:
         """Block until the task has its Ray refs (or settled while held); False on timeout."""
-        if self.ref is not None or self.status is not Status.PENDING:
-            return True
         event = threading.Event()
+        return event.wait(timeout) if self.on_dispatched(event) else True
+
+    def on_dispatched(self, event) -> bool:
+        """Call ``event.set()`` once the task has its Ray refs (or settled while held).
+
+        False (and no call) if that already happened.  ``event`` is a
+        ``threading.Event`` or an awaiting coroutine's :class:`~raydask.awaiting.LoopSignal`.
+        """
+        if self.ref is not None or self.status is not Status.PENDING:
+            return False
         with self._lock:
             if self.ref is not None or self.status is not Status.PENDING:
-                return True
+                return False
             if self._dispatch_waiters is None:
                 self._dispatch_waiters = []
             self._dispatch_waiters.append(event)
-        return event.wait(timeout)
+        return True
 
     def add_waiter(self, fn) -> bool:
         """Call ``fn(state)`` when settled; False (and no call) if already settled."""
@@ -426,56 +435,32 @@ class Future:
     def result(self, timeout=None):
         """Wait for and return the result; raise the task's exception if it failed.
 
+        With an asynchronous client (inside its event loop) this returns a
+        coroutine, as in Dask; ``await future`` works with any client.
+
         Raises:
             FutureCancelledError: if the future was cancelled.
             TimeoutError: if ``timeout`` seconds pass first.
         """
-        st = self._state
-        limit = parse_timedelta(timeout)
-        if st.ref is None:  # held by the priority gate: wait for it to become a Ray task
-            limit = _wait_dispatched(st, limit, timeout)
-        if st.status in (Status.CANCELLED, Status.ERROR, Status.LOST) and st.exception is not None:
-            raise st.exception
-        try:
-            value = ray.get(st.ref, timeout=limit)
-        except ray.exceptions.GetTimeoutError:
-            raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
-        except ray.exceptions.RayError as err:
-            # The value's failure is the task's.  Settle now: Ray may store the
-            # receipt's copy of the error a moment later, and ``status`` must not
-            # say "pending" after ``result()`` raised.
-            notify(st.settle_from_receipt(err), st)
-            if st.status is not Status.FINISHED and st.exception is not None:
-                raise st.exception from None
-            raise unwrap(err, st.key, ref=st.ref) from None
-        if st.status is Status.PENDING:
-            st.finish_from_value()
-        return value
+        return run(_result_steps(self._state, timeout), self._asynchronous())
 
     def exception(self, timeout=None):
         """Return the task's exception, or None if it succeeded or was cancelled.
 
-        Waits for the task to end, as Dask does.
+        Waits for the task to end, as Dask does (a coroutine with an asynchronous client).
         """
-        st = self._state
-        if st.status is Status.PENDING:
-            limit = parse_timedelta(timeout)
-            if st.ref is None:
-                limit = _wait_dispatched(st, limit, timeout)
-        if st.status is Status.PENDING:
-            try:
-                value = ray.get(st.receipt, timeout=limit)
-            except ray.exceptions.GetTimeoutError:
-                raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
-            except Exception as exc:  # noqa: BLE001
-                value = exc
-            notify(st.settle_from_receipt(value), st)
-        return st.exception if st.status in (Status.ERROR, Status.LOST) else None
+        return run(_exception_steps(self._state, timeout), self._asynchronous())
 
     def traceback(self, timeout=None):
         """Return the traceback object of the task's exception, or None."""
-        exc = self.exception(timeout=timeout)
-        return exc.__traceback__ if exc is not None else None
+        return run(_traceback_steps(self._state, timeout), self._asynchronous())
+
+    def __await__(self):
+        return run(_result_steps(self._state, None), True).__await__()
+
+    def _asynchronous(self) -> bool:
+        client = self._client
+        return client is not None and client._asynchronous and in_loop()
 
     # -- control ----------------------------------------------------------------------
     def cancel(self, reason=None, msg=None, **kwargs):
@@ -541,22 +526,62 @@ class Future:
             f' <span style="color: var(--jp-ui-font-color2, gray)"> key: </span>{html.escape(str(self.key))}'
         )
 
-    def __await__(self):
-        raise TypeError("raydask futures are synchronous; call .result() instead of awaiting")
+def _result_steps(st, timeout):
+    """``Future.result`` written once (see :mod:`raydask.awaiting`)."""
+    limit = parse_timedelta(timeout)
+    if st.ref is None:  # held by the priority gate: wait for it to become a Ray task
+        limit = yield from _dispatched_within(st, limit, timeout)
+    if st.status in (Status.CANCELLED, Status.ERROR, Status.LOST) and st.exception is not None:
+        raise st.exception
+    try:
+        value = yield get_one(st.ref, limit)
+    except ray.exceptions.GetTimeoutError:
+        raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
+    except ray.exceptions.RayError as err:
+        # The value's failure is the task's.  Settle now: Ray may store the
+        # receipt's copy of the error a moment later, and ``status`` must not
+        # say "pending" after ``result()`` raised.
+        notify(st.settle_from_receipt(err), st)
+        if st.status is not Status.FINISHED and st.exception is not None:
+            raise st.exception from None
+        raise unwrap(err, st.key, ref=st.ref) from None
+    if st.status is Status.PENDING:
+        st.finish_from_value()
+    return value
 
 
-def _rebuild_future(key, ref, receipt):
-    return Future(FutureState(key, ref, receipt), client=None)
+def _exception_steps(st, timeout):
+    if st.status is Status.PENDING:
+        limit = parse_timedelta(timeout)
+        if st.ref is None:
+            limit = yield from _dispatched_within(st, limit, timeout)
+        if st.status is Status.PENDING:
+            try:
+                value = yield get_one(st.receipt, limit)
+            except ray.exceptions.GetTimeoutError:
+                raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
+            except Exception as exc:  # noqa: BLE001 - the task's failure is the answer
+                value = exc
+            notify(st.settle_from_receipt(value), st)
+    return st.exception if st.status in (Status.ERROR, Status.LOST) else None
 
 
-def _wait_dispatched(state, limit, timeout):
+def _traceback_steps(st, timeout):
+    exc = yield from _exception_steps(st, timeout)
+    return exc.__traceback__ if exc is not None else None
+
+
+def _dispatched_within(st, limit, timeout):
     """Wait until a held task is a Ray task; return what is left of ``limit``.
 
     Raises:
         TimeoutError: if ``limit`` seconds pass first.
     """
     started = time.monotonic()
-    if not state.wait_dispatched(limit):
-        raise TimeoutError(f"Future {state.key!r} did not finish within {timeout!r}")
+    if not (yield dispatched([st], limit)):
+        raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}")
     return None if limit is None else max(0.0, limit - (time.monotonic() - started))
 
+
+def _rebuild_future(key, ref, receipt):
+    return Future(FutureState(key, ref, receipt), client=None)

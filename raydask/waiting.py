@@ -15,6 +15,7 @@ its queue at once.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import defaultdict, deque
@@ -23,7 +24,8 @@ from concurrent.futures import CancelledError
 import ray
 
 from .arguments import check_as_completed_options, check_wait_options
-from .future import Future, Status, quick
+from .awaiting import LoopSignal, Step, run
+from .future import Future, Status, _result_steps, quick
 from .scheduling import refresh
 
 __all__ = ["as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
@@ -121,9 +123,40 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
             return any(st.status is Status.ERROR for st in states)
         return False
 
+    deadline = None if limit is None else time.monotonic() + limit
+
+    def result():
+        done = {f for f in fs if f._state.status is not Status.PENDING}
+        return DoneAndNotDoneFutures(done, {f for f in fs if f not in done})
+
+    def timed_out():
+        n = sum(st.status is Status.PENDING for st in states)
+        return TimeoutError(f"{n} of {len(fs)} futures did not finish within {timeout!r}")
+
     # FIRST_COMPLETED needs one ending; the others learn of endings in batches
     want = 1 if return_when == FIRST_COMPLETED else None
-    deadline = None if limit is None else time.monotonic() + limit
+    step = Step(lambda: _block_until(states, satisfied, deadline, want, timed_out),
+                lambda: _await_until(states, satisfied, deadline, timed_out, _settler_of(fs)))
+    return run(_then(step, result), _asynchronous(fs))
+
+
+def _then(step, finish):
+    yield step
+    return finish()
+
+
+def _asynchronous(fs) -> bool:
+    """Whether ``wait`` returns a coroutine: the futures' client is asynchronous, in its loop."""
+    client = fs[0]._client if fs else None
+    return client is not None and client.asynchronous
+
+
+def _settler_of(fs):
+    return fs[0].client._settler if fs else None
+
+
+def _block_until(states, satisfied, deadline, want, timed_out) -> None:
+    """Block until ``satisfied()``: Ray waits over the receipts, in batches (see the module doc)."""
     refresh(states)
     woken = threading.Event()
     wake = quick(lambda _state: woken.set())
@@ -134,8 +167,7 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
         while not satisfied():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                n = sum(st.status is Status.PENDING for st in states)
-                raise TimeoutError(f"{n} of {len(fs)} futures did not finish within {timeout!r}")
+                raise timed_out()
             pending = [st for st in states if st.status is Status.PENDING]
             tick = TICK if left is None else min(TICK, left)
             if any(st.receipt is not None and st.ref is not None for st in pending):
@@ -146,8 +178,40 @@ def wait(fs, timeout=None, return_when=ALL_COMPLETED):
     finally:
         for st in states:
             st.remove_waiter(wake)
-    done = {f for f in fs if f._state.status is not Status.PENDING}
-    return DoneAndNotDoneFutures(done, {f for f in fs if f not in done})
+
+
+async def _await_until(states, satisfied, deadline, timed_out, settler) -> None:
+    """Await ``satisfied()`` without a thread: each pending state wakes the loop when it settles.
+
+    Every pending task is watched (a Ray completion callback each), since no
+    thread of ours waits in Ray on the loop's behalf.
+    """
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+
+    @quick
+    def wake(_state):
+        try:
+            loop.call_soon_threadsafe(woken.set)
+        except RuntimeError:  # the loop closed
+            pass
+
+    try:
+        for st in states:
+            if st.add_waiter(wake) and settler is not None:
+                st.watch(settler)
+        while not satisfied():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise timed_out()
+            try:
+                await asyncio.wait_for(woken.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+            woken.clear()
+    finally:
+        for st in states:
+            st.remove_waiter(wake)
 
 
 class as_completed:
@@ -182,6 +246,8 @@ class as_completed:
         self._by_state = {}  # state -> its futures in self.futures
         self._by_ref = {}  # value ref -> state, for the states in self._by_state
         self._refs = []  # the value refs to ask Ray about (some may have settled meanwhile)
+        self._signals = []  # coroutines awaiting the next ending (``async for``)
+        self._settler = None  # set once iterated asynchronously: every pending state is watched
         if futures:
             self.update(futures)
 
@@ -192,6 +258,9 @@ class as_completed:
             self._by_ref.pop(state.ref, None)
             self._queue_futures_of(state)
             self.condition.notify_all()
+            signals, self._signals = self._signals, []
+        for signal in signals:
+            signal.set()
 
     def _queue_futures_of(self, state):
         """Move ``state``'s futures from running to the queue (hold the lock)."""
@@ -219,9 +288,12 @@ class as_completed:
                     same.append(f)
                 self.futures[f] += 1
             self.condition.notify_all()
+            settler = self._settler
         for st in watch:
             if not st.add_waiter(self._ready):  # settled in the meantime
                 self._ready(st)
+            elif settler is not None:
+                st.watch(settler)
 
     def add(self, future):
         """Add one future; it is yielded once it finishes (twice if added twice)."""
@@ -297,11 +369,14 @@ class as_completed:
                         self._queue_futures_of(state)
                 self.condition.notify_all()
 
-    def _result(self, future):
+    def _result(self, future, asynchronous=False):
         if not self.with_results:
-            return future
+            return future if not asynchronous else _value(future)
+        return run(self._result_steps(future), asynchronous)
+
+    def _result_steps(self, future):
         try:
-            return future, future.result()
+            return future, (yield from _result_steps(future._state, None))
         except CancelledError as exc:  # as Dask: yielded, never raised
             return future, exc
         except Exception as exc:
@@ -309,19 +384,60 @@ class as_completed:
                 raise
             return future, (type(exc), exc, exc.__traceback__)  # Dask yields exc_info
 
+    # -- ``async for``: no thread waits in Ray; each pending state wakes the loop ------
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        while True:
+            with self.condition:
+                future, left = self._take(StopAsyncIteration)
+                if future is not None:
+                    break
+                signal = LoopSignal()
+                self._signals.append(signal)
+                watch = list(self._by_state) if self._settler is None else ()
+                if watch:
+                    self._settler = next(iter(self.futures)).client._settler
+                settler = self._settler
+            for st in watch:
+                st.watch(settler)
+            await signal.wait(left)
+        return await self._result(future, asynchronous=True)
+
+    async def _next_batch_async(self):
+        batch = [await self.__anext__()]
+        with self.lock:
+            ready = list(self.queue)
+            self.queue.clear()
+        for f in ready:
+            batch.append(await self._result(f, asynchronous=True))
+        return batch
+
     def __next__(self):
         while True:
             with self.condition:
-                if self.queue:
-                    future = self.queue.popleft()
+                future, left = self._take(StopIteration)
+                if future is not None:
                     break
-                if not self.futures:
-                    raise StopIteration()
-                left = None if self._deadline is None else self._deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"as_completed: no future finished before the timeout; {len(self.futures)} still pending")
             self._harvest(block=True, left=left)
         return self._result(future)  # outside the lock: fetching may take a moment
+
+    def _take(self, end):
+        """``(next queued future, None)``, or ``(None, seconds left)`` to wait (hold the lock).
+
+        Raises:
+            end: when nothing is queued or running any more.
+            TimeoutError: when the iterator's timeout has passed.
+        """
+        if self.queue:
+            return self.queue.popleft(), None
+        if not self.futures:
+            raise end()
+        left = None if self._deadline is None else self._deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise TimeoutError(f"as_completed: no future finished before the timeout; {len(self.futures)} still pending")
+        return None, left
 
     next = __next__
 
@@ -335,12 +451,8 @@ class as_completed:
         return batch + [self._result(f) for f in ready]
 
     def batches(self):
-        """Yield lists of finished futures as soon as any are ready."""
-        while True:
-            try:
-                yield self.next_batch(block=True)
-            except StopIteration:
-                return
+        """Lists of finished futures as soon as any are ready (``for`` or ``async for``)."""
+        return _Batches(self)
 
     def clear(self):
         """Forget every future, done or not."""
@@ -350,3 +462,30 @@ class as_completed:
             self._by_ref.clear()
             self._refs.clear()
             self.queue.clear()
+
+
+async def _value(x):
+    return x
+
+
+class _Batches:
+    """``as_completed.batches()``: iterable with ``for`` (blocking) and ``async for``."""
+
+    def __init__(self, ac):
+        self._ac = ac
+
+    def __iter__(self):
+        while True:
+            try:
+                yield self._ac.next_batch(block=True)
+            except StopIteration:
+                return
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            return await self._ac._next_batch_async()
+        except StopAsyncIteration:
+            raise StopAsyncIteration() from None

@@ -213,7 +213,7 @@ def test_as_completed_and_result_options():
 
 def test_client_options():
     assert A.check_client_options() == A.ClientOptions(None, True, None, False)
-    assert A.check_client_options(asynchronous=True).asynchronous is True  # the Client refuses it, not this
+    assert A.check_client_options(asynchronous=True).asynchronous is True
     for kwargs, kind in [(dict(timeout="x"), ValueError), (dict(timeout=[1]), TypeError),
                          (dict(set_as_default="x"), TypeError), (dict(name=1), TypeError),
                          (dict(asynchronous="x"), TypeError)]:

@@ -129,7 +129,6 @@ CLIENT = {
     "timeout": bad_durations,
     "set_as_default": typed(TypeError, not_flags),
     "name": typed(TypeError, st.one_of(st.integers(), floats, small_lists, small_dicts, things, st.booleans())),
-    # asynchronous=True is refused with a ValueError of its own (another issue adds async)
     "asynchronous": typed(TypeError, st.one_of(small_text, st.integers(), small_lists, things)),
 }
 
@@ -248,9 +247,16 @@ def test_client_refuses_bad_keywords(guarded, case):
     assert_refused(guarded, make, keyword, kind, value)
 
 
-def test_client_still_refuses_asynchronous_true(guarded):
-    with pytest.raises(ValueError, match="asynchronous"):
-        Client(asynchronous=True, dashboard_address=None)
+def test_an_asynchronous_client_in_a_running_client_s_process_is_refused_when_awaited(guarded):
+    """``Client(asynchronous=True, n_workers=...)`` where Ray already runs: the error comes
+    from ``await`` (where it starts), names the problem, and the running client keeps working."""
+    import asyncio
+
+    async def start():
+        return await Client(asynchronous=True, dashboard_address=None, n_workers=1)
+
+    with pytest.raises(ValueError, match="already running"):
+        asyncio.run(start())
     assert guarded.submit(inc, 1, pure=False).result(timeout=30) == 2
 
 

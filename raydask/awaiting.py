@@ -1,0 +1,253 @@
+"""Blocking or awaited: the one place that decides.
+
+Dask's asynchronous client returns a coroutine where its synchronous client
+returns a value.  raydask writes each such operation once, as a generator of
+*steps*: it yields what it has to wait for (values of Ray refs, held tasks
+becoming Ray tasks, a condition over task states, a call that blocks) and is
+sent what came of it.  :func:`run` drives the generator either way::
+
+    steps ──► run(steps, asynchronous=False) ──► step.block()   (ray.get, thread waits)
+          └─► run(steps, asynchronous=True)  ──► await step.wait()  (await ref, loop futures)
+
+Awaiting costs no thread: an ``ObjectRef`` is awaitable (Ray resolves it from
+its own I/O thread), and a state change reaches the loop through
+``call_soon_threadsafe`` from the callback that records it.  Only a call that
+blocks in Ray or in the OS (``close``, starting a cluster) runs in a worker
+thread of the loop, once per call, never once per future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+
+import ray
+import ray.exceptions
+
+__all__ = ["LoopSignal", "LoopThread", "Step", "dispatched", "get", "get_one", "in_loop", "in_thread", "run", "run_call"]
+
+
+def in_loop() -> bool:
+    """Whether the calling thread is running an event loop (``await`` is possible here)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class Step:
+    """One thing to wait for: how to wait for it blocking, and how awaiting.
+
+    ``block()`` returns the result; ``wait()`` is a coroutine function returning
+    the same.  Both raise the same exceptions, so the generator that yielded the
+    step handles one set.
+    """
+
+    __slots__ = ("block", "wait")
+
+    def __init__(self, block, wait):
+        self.block = block
+        self.wait = wait
+
+
+def run(steps, asynchronous: bool):
+    """The generator ``steps``' return value (blocking), or a coroutine that awaits it."""
+    if asynchronous:
+        return _awaited(steps)
+    return _blocking(steps)
+
+
+def run_call(fn, asynchronous: bool, blocking: bool = False):
+    """``fn()``'s value now, or (asynchronous) a coroutine calling it when awaited.
+
+    ``blocking`` says ``fn`` may block for a while (Ray calls that wait, joins):
+    awaited, it then runs in a worker thread so the loop keeps serving.
+    """
+    if not asynchronous:
+        return fn()
+    if blocking:
+        return asyncio.to_thread(fn)
+    return _call_later(fn)
+
+
+async def _call_later(fn):
+    return fn()
+
+
+def _blocking(gen):
+    value, error = None, None
+    while True:
+        try:
+            step = gen.send(value) if error is None else gen.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        value = error = None
+        try:
+            value = step.block()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the generator
+            error = exc
+
+
+async def _awaited(gen):
+    value, error = None, None
+    while True:
+        try:
+            step = gen.send(value) if error is None else gen.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        value = error = None
+        try:
+            value = await step.wait()
+        except asyncio.CancelledError:
+            gen.close()  # the awaiting task was cancelled: the work goes on, this wait ends
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            error = exc
+
+
+# -- the steps ----------------------------------------------------------------------------
+def _timed(awaitable, timeout):
+    """``awaitable`` bounded by ``timeout`` seconds, timing out as ``ray.get`` does."""
+    if timeout is None:
+        return awaitable
+
+    async def bounded():
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except asyncio.TimeoutError:
+            raise ray.exceptions.GetTimeoutError(f"not ready within {timeout} s") from None
+
+    return bounded()
+
+
+def get_one(ref, timeout=None) -> Step:
+    """The value of one ref (``ray.get(ref)`` / ``await ref``)."""
+    return Step(lambda: ray.get(ref, timeout=timeout), lambda: _timed(_await_ref(ref), timeout))
+
+
+async def _await_ref(ref):
+    return await ref
+
+
+def get(refs, timeout=None) -> Step:
+    """The values of ``refs``, in order (``ray.get(refs)`` / all of them awaited at once)."""
+    refs = list(refs)
+
+    async def wait():
+        if not refs:
+            return []
+        return await _timed(asyncio.gather(*refs), timeout)
+
+    return Step(lambda: ray.get(refs, timeout=timeout), wait)
+
+
+class LoopSignal:
+    """Wakes one awaiting coroutine from any thread (``set()`` is what callbacks call).
+
+    Made on the loop's thread; ``set`` may run on Ray's callback thread or a
+    raydask thread, so it goes through ``call_soon_threadsafe``.
+    """
+
+    __slots__ = ("_loop", "_future")
+
+    def __init__(self):
+        self._loop = asyncio.get_running_loop()
+        self._future = self._loop.create_future()
+
+    def set(self, *_args) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop closed: nobody is waiting any more
+            pass
+
+    def _wake(self):
+        if not self._future.done():
+            self._future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._future.done()
+
+    async def wait(self, timeout=None) -> bool:
+        """True once set; False if ``timeout`` seconds pass first."""
+        if timeout is None:
+            await self._future
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._future), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+
+def dispatched(states, timeout=None) -> Step:
+    """Every held task of ``states`` became a Ray task (or settled); False on timeout."""
+
+    def block():
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for st in states:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not st.wait_dispatched(left):
+                return False
+        return True
+
+    async def wait():
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for st in states:
+            signal = LoopSignal()
+            if not st.on_dispatched(signal):
+                continue
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not await signal.wait(left):
+                return False
+        return True
+
+    return Step(block, wait)
+
+
+def in_thread(fn, *args) -> Step:
+    """A call that blocks: made directly, or awaited in a worker thread of the loop."""
+    return Step(lambda: fn(*args), lambda: asyncio.to_thread(fn, *args))
+
+
+class LoopThread:
+    """An event loop on a named thread of its own: where a synchronous client's
+    :meth:`Client.sync` runs coroutines (Dask's client has such a loop thread).
+    Started on first use, stopped and joined by :meth:`close`.
+    """
+
+    def __init__(self, name="raydask-loop"):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, awaitable, timeout=None):
+        """Run ``awaitable`` on the loop and block for its result.
+
+        Raises:
+            TimeoutError: if ``timeout`` seconds pass first (the coroutine is cancelled).
+        """
+        future = asyncio.run_coroutine_threadsafe(_wrapped(awaitable), self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the coroutine did not finish within {timeout} s") from None
+
+    def close(self, timeout=5.0) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            self.loop.close()
+
+
+async def _wrapped(awaitable):
+    return await awaitable
