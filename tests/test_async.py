@@ -9,12 +9,14 @@ own (``LocalCluster(asynchronous=True)``) come last, as they close the shared on
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 
 import pytest
 import ray
 
+from conftest import need
 from raydask import Client, as_completed, wait
 from raydask.errors import CancelledError
 
@@ -274,6 +276,55 @@ def test_a_failed_asynchronous_start_leaves_the_running_client_working(client):
     with pytest.raises(ValueError, match="already running"):
         asyncio.run(main())
     assert client.submit(inc, 2).result(timeout=30) == 3
+
+
+def _load_example(name):
+    import importlib.util
+    from pathlib import Path
+
+    from ray import cloudpickle  # Ray pickles functions with its own copy
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"raydask_example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    cloudpickle.register_pickle_by_value(module)  # Ray's workers cannot import examples/
+    return module
+
+
+def test_fastapi_service_awaits_futures_per_request(client):
+    """examples/web_service.py under uvicorn, on 127.0.0.1, answering real HTTP requests at once."""
+    need("fastapi")
+    uvicorn = need("uvicorn")
+    httpx = need("httpx")
+    from concurrent.futures import ThreadPoolExecutor
+
+    service = _load_example("web_service")
+    server = uvicorn.Server(uvicorn.Config(service.create_app(), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="test-uvicorn")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=60) as http, ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda n: http.get(f"/fib/{n}").json(), range(30)))
+            assert answers == [{"n": n, "fib": service.fib(n)} for n in range(30)]
+            assert http.get("/sum-of-squares", params={"upto": 100}).json() == {
+                "upto": 100, "sum": sum(i * i for i in range(100))}
+            assert http.get("/first-done").json()["first"] in {service.fib(n) for n in range(20, 25)}
+            bad = http.get("/check/-3")
+            assert bad.status_code == 422 and "negative input: -3" in bad.text
+            assert http.get("/check/3").json() == {"x": 3}
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert not thread.is_alive()
+    assert client.submit(inc, 1).result(timeout=30) == 2  # the service's client closed; this one works
 
 
 # -- last: these start (and stop) their own cluster ------------------------------------------

@@ -144,3 +144,15 @@ def test_tree_reduction_dashboard_notebook(no_client, kernel_name):
     assert workers.count(": 1") == 2  # two workers of one thread each
     if not first.startswith("None"):
         assert text(cell_with(nb, 'print(response.status, json.dumps(json.load(response))[:300])')).startswith("200 ")
+
+
+@pytest.mark.timeout(300)
+def test_async_notebook_with_top_level_await(no_client, kernel_name):
+    nb = run("async-futures.ipynb", kernel_name)
+    assert text(cell_with(nb, "client.status")).strip() == "'running'"
+    assert text(cell_with(nb, "await future")).strip() == "2"
+    assert text(cell_with(nb, "await client.gather(futures)")).strip() == str(list(range(1, 11)))
+    assert text(cell_with(nb, "total")).strip() == str(sum(range(101, 111)))
+    assert text(cell_with(nb, "len(done), len(not_done)")).strip() == "(20, 0)"
+    assert text(cell_with(nb, "await asyncio.gather(*client.map(inc, range(5)))")).strip() == "[1, 2, 3, 4, 5]"
+    assert text(code_cells(nb)[-1]).strip() == "'closed'"
