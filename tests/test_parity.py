@@ -838,3 +838,106 @@ def test_scale_place_and_scale_down(impl):
         while len(c.scheduler_info()["workers"]) > 1 and time.monotonic() < deadline:
             time.sleep(0.1)  # neither implementation has a "worker left" callback for clients
     assert len(c.scheduler_info()["workers"]) == 1
+
+
+# -- the asynchronous client -------------------------------------------------------------
+def arun(impl, body):
+    """``await body(client)`` on an asynchronous client of ``impl``'s cluster, in a fresh loop."""
+    import asyncio
+
+    async def main():
+        # the default client while it runs: ``wait`` and ``as_completed`` use the default one
+        if impl.name == "distributed":  # a second client of the running scheduler
+            c = impl.Client(impl.client.scheduler.address, asynchronous=True)
+        else:  # a second client of the running Ray
+            c = impl.Client(asynchronous=True, dashboard_address=None)
+        async with c:
+            return await body(c)
+
+    return asyncio.run(main())
+
+
+def test_async_await_result_gather_scatter(impl):
+    import asyncio
+
+    async def body(c):
+        assert c.asynchronous
+        f = c.submit(inc, 1)
+        assert await f == 2
+        assert await f.result() == 2
+        assert f.status == "finished"
+        fs = c.map(inc, range(5))
+        assert await c.gather(fs) == [1, 2, 3, 4, 5]
+        assert await c.gather({"a": fs[0], "b": [fs[1]]}) == {"a": 1, "b": [2]}
+        x = await c.scatter(10)
+        assert re.fullmatch(f"int-{HEX32}", x.key)
+        assert await c.submit(add, x, 1) == 11
+        assert await asyncio.gather(*fs) == [1, 2, 3, 4, 5]
+        return True
+
+    assert arun(impl, body)
+
+
+def test_async_errors_and_timeouts(impl):
+    async def body(c):
+        f = c.submit(fail, 3)
+        with pytest.raises(ValueError, match="bad input 3"):
+            await f
+        assert f.status == "error"
+        assert str(await f.exception()) == "bad input 3"
+        with pytest.raises(ValueError, match="bad input 3"):
+            await c.gather([f])
+        s = c.submit(sleep_then, 1, 1.0, pure=False)
+        with pytest.raises(TimeoutError):
+            await s.result(timeout=0.05)
+        assert await s == 1
+        return True
+
+    assert arun(impl, body)
+
+
+def test_async_wait_and_as_completed(impl):
+    async def body(c):
+        fs = c.map(inc, range(10))
+        done, not_done = await impl.wait(fs)
+        assert len(done) == 10 and not not_done
+        with pytest.raises(TimeoutError):
+            await impl.wait([c.submit(sleep_then, 0, 1.0, pure=False)], timeout=0.05)
+        seen = []
+        async for future in impl.as_completed(c.map(inc, range(20, 25))):
+            seen.append(await future)
+        assert sorted(seen) == [21, 22, 23, 24, 25]
+        pairs = [r async for _, r in impl.as_completed(c.map(inc, range(3)), with_results=True)]
+        assert sorted(pairs) == [1, 2, 3]
+        return True
+
+    assert arun(impl, body)
+
+
+def test_async_cancel(impl):
+    async def body(c):
+        f = c.submit(sleep_then, 1, 5.0, pure=False)
+        await c.cancel([f])
+        assert f.status == "cancelled"
+        with pytest.raises(CancelledError):
+            await f
+        assert await c.submit(inc, 41) == 42
+        return True
+
+    assert arun(impl, body)
+
+
+def test_async_client_sync_returns_the_coroutine(impl):
+    import asyncio
+
+    async def double(x):
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def body(c):
+        assert await c.sync(double, 21) == 42
+        return True
+
+    assert arun(impl, body)
+    assert impl.client.sync(double, 4) == 8  # a synchronous client runs it to its value
+    assert impl.Client.current() is impl.client  # the other client is the default again
