@@ -143,6 +143,33 @@ class DaskAPI(_Engine):
         start, stop, _ = high.result()
         return _jump(submitted, start, stop, c.gather(fs), inflight)
 
+    def async_awaits(self, n):
+        """``n`` futures of an asynchronous client, each awaited by its own coroutine, in one loop."""
+        import asyncio
+
+        base = self.fresh(n)
+
+        async def main():
+            if self.kind == "raydask":  # a second client of this process's Ray
+                c = await self.mod.Client(asynchronous=True, set_as_default=False, dashboard_address=None)
+            else:
+                c = await self.mod.Client(self.client.scheduler.address, asynchronous=True, set_as_default=False)
+            try:
+                t0 = time.perf_counter()
+                futures = [c.submit(tasks.inc, base + i) for i in range(n)]
+
+                async def one(f):
+                    return await f
+
+                values = await asyncio.gather(*(one(f) for f in futures))
+                seconds = time.perf_counter() - t0
+            finally:
+                await c.close()
+            assert values[-1] == base + n
+            return {"seconds": seconds}
+
+        return asyncio.run(main())
+
     def map(self, n):
         c, base = self.client, self.fresh(n)
         t0 = time.perf_counter()
@@ -330,6 +357,25 @@ class RawRay(_Engine):
         return {"seconds": time.perf_counter() - t0}
 
     priority_throughput = throughput  # Ray has no priorities (ray-project/ray#52865)
+
+    def async_awaits(self, n):
+        """``n`` refs, each awaited by its own coroutine (``await ref``), in one loop."""
+        import asyncio
+
+        base = self.fresh(n)
+
+        async def main():
+            t0 = time.perf_counter()
+            refs = [self.inc.remote(base + i) for i in range(n)]
+
+            async def one(ref):
+                return await ref
+
+            values = await asyncio.gather(*(one(r) for r in refs))
+            assert values[-1] == base + n
+            return {"seconds": time.perf_counter() - t0}
+
+        return asyncio.run(main())
 
     def priority_jump(self, n, sleep, delay):
         """The same submissions without priorities: Ray starts them first come, first served."""

@@ -112,6 +112,10 @@ def rows() -> list[Row]:
             checks={"overtook": ("<=", JUMP_WINDOW)},
             about="a priority=100 task submitted 0.1 s after 400 priority=0 tasks of 10 ms: ms from its "
                   "submission to its start (Ray: no priorities, the FIFO reference)"),
+        Row("async_awaits", "async_awaits", MAIN, LOCAL, {"n": 5000}, {"n": 200}, "futures/s", True,
+            per_second("n"), {"ray": (">=", 0.9), "dask": (">=", 3.0)},
+            about="5,000 no-op tasks of an asynchronous client, each awaited by its own coroutine in one "
+                  "loop (Ray: await ref; Dask: its asynchronous client)"),
         Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
             about="scatter 100 MB numpy array, a task reading it on the other node, gather it back (2 nodes x 1 CPU)"),
     ]

@@ -125,6 +125,8 @@ def _timed(awaitable, timeout):
 
 def get_one(ref, timeout=None) -> Step:
     """The value of one ref (``ray.get(ref)`` / ``await ref``)."""
+    if timeout is None:  # an ObjectRef is awaitable itself
+        return Step(lambda: ray.get(ref), lambda: ref)
     return Step(lambda: ray.get(ref, timeout=timeout), lambda: _timed(_await_ref(ref), timeout))
 
 
