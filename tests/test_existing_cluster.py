@@ -184,8 +184,26 @@ def test_closing_the_client_leaves_the_cluster_running(external):
     time.sleep(1)
     assert _alive(external)
     again = Client(address=external, dashboard_address=None)  # and it can be joined again
+    again.wait_for_workers(2, timeout=120)  # run alone, this test may come before the 2nd node is up
     assert len(again.scheduler_info()["workers"]) == 2
     again.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_asynchronous_client_joins_by_address(external):
+    import asyncio
+
+    async def main():
+        async with Client(address=external, asynchronous=True, dashboard_address=None) as client:
+            assert isinstance(client.cluster, RayCluster)
+            futures = [client.submit(where, i, pure=False) for i in range(4)]
+            nodes = await client.gather(futures)
+            assert len(await client.nthreads()) == 2
+            return nodes
+
+    assert len(asyncio.run(main())) == 4
+    assert not ray.is_initialized()  # closing it disconnected; the cluster keeps running
+    assert _alive(external)
 
 
 @pytest.mark.timeout(120)
