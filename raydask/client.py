@@ -112,6 +112,7 @@ class Client:
         self._settler = None
         self._loop_thread = None  # runs Client.sync's coroutines for a synchronous client
         self._starting = None  # the asynchronous start, while it runs
+        self._dask_config = None  # made Dask's default scheduler (raydask.graphs), undone on close
         self.cluster = None
         self._startup = (address, cluster_kwargs, dashboard_address, dashboard_max_tasks, set_as_default)
         if not self._asynchronous:
@@ -135,6 +136,10 @@ class Client:
             raise
         self.status_enum = ClientStatus.RUNNING
         _context.register(self, set_as_default)
+        if set_as_default:  # Dask's collections compute here while this is the default client
+            from .graphs import use_as_dask_scheduler
+
+            self._dask_config = use_as_dask_scheduler(self)
 
     # -- the asynchronous client: ``await Client(asynchronous=True)`` -------------------
     def __await__(self):
@@ -507,6 +512,54 @@ class Client:
                 state = self._submit(task, k, args, kwargs, options, priority, fifo_timeout, named)
             futures.append(Future(state, self))
         return futures
+
+    # -- Dask collections (raydask.graphs; dask installed) ----------------------------
+    def compute(self, collections, sync=False, optimize_graph=True, workers=None, allow_other_workers=False,
+                resources=None, retries=None, priority=None, fifo_timeout="100 ms", actors=None,
+                traverse=True, **kwargs):
+        """Run Dask collections on the cluster: a Future of each one's value (a list for a list).
+
+        With ``sync=True``, the values instead.  Items that are not collections
+        come back unchanged, as in Dask.
+        """
+        from . import graphs
+
+        self._check_running()
+        options = self._options(workers, resources, retries, allow_other_workers)
+        single = not isinstance(collections, (list, tuple, set, frozenset))
+        items = [collections] if single else list(collections)
+        out = [graphs.compute(self, c, optimize_graph, options, priority, fifo_timeout)
+               if graphs.is_collection(c) else c for c in items]
+        result = out[0] if single else out
+        return self.gather(result) if sync else result
+
+    def persist(self, collections, optimize_graph=True, workers=None, allow_other_workers=False,
+                resources=None, retries=None, priority=None, fifo_timeout="100 ms", actors=None, **kwargs):
+        """Start computing Dask collections; return the same collections, their keys now Futures."""
+        from . import graphs
+
+        self._check_running()
+        options = self._options(workers, resources, retries, allow_other_workers)
+        single = not isinstance(collections, (list, tuple, set, frozenset))
+        items = [collections] if single else list(collections)
+        out = graphs.persist(self, items, optimize_graph, options, priority, fifo_timeout)
+        return out[0] if single else out
+
+    def get(self, dsk, keys, workers=None, allow_other_workers=False, resources=None, sync=True,
+            asynchronous=None, direct=None, retries=None, priority=None, fifo_timeout="100 ms",
+            actors=None, **kwargs):
+        """Run a Dask graph (a dict, a HighLevelGraph or an expression) for ``keys``.
+
+        ``keys`` is one key or nested lists of keys; the results (or, with
+        ``sync=False``, Futures) come back in the same shape.  This is the function
+        ``dask.compute`` calls while this client is Dask's default scheduler.
+        """
+        from . import graphs
+
+        self._check_running()
+        options = self._options(workers, resources, retries, allow_other_workers)
+        futures = graphs.get(self, dsk, keys, options, priority, fifo_timeout)
+        return self.gather(futures, asynchronous=asynchronous) if sync else futures
 
     # -- moving data ----------------------------------------------------------------
     def gather(self, futures, errors="raise", direct=None, asynchronous=None):
@@ -898,6 +951,9 @@ class Client:
             return
         self.status_enum = ClientStatus.CLOSING
         _context.unregister(self)
+        if self._dask_config is not None:  # Dask's previous scheduler again
+            self._dask_config.__exit__(None, None, None)
+            self._dask_config = None
         if self._dashboard is not None:
             self._dashboard.stop()
         with self._lock:

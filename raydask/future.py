@@ -387,6 +387,10 @@ class Future:
 
     __slots__ = ("_state", "_client", "_released", "__weakref__")
 
+    #: Dask's duck-typed protocol for futures of other schedulers: inside a Dask graph
+    #: (``delayed(f)(future)``, ``dd.from_delayed(futures)``) a Future is a dependency on its key.
+    __dask_future__ = True
+
     def __init__(self, state: FutureState, client=None):
         self._state = state
         self._client = client

@@ -10,7 +10,7 @@ the futures were (``Client.gather``).  They all use :func:`walk`.
 
 from __future__ import annotations
 
-__all__ = ["CONTAINERS", "KEEP", "futures_of", "rebuild", "walk"]
+__all__ = ["CONTAINERS", "KEEP", "futures_of", "is_dask_collection", "rebuild", "walk"]
 
 ATOMS = frozenset({int, float, str, bytes, bool, complex, type(None)})
 CONTAINERS = (list, tuple, set, frozenset, dict)
@@ -63,7 +63,12 @@ def rebuild(t, items, original):
 
 
 def futures_of(obj, future_type) -> list:
-    """Every ``future_type`` inside ``obj``, each once, in the order met."""
+    """Every ``future_type`` inside ``obj``, each once, in the order met.
+
+    Like Dask's ``futures_of`` it also looks inside Dask collections (anything
+    with ``__dask_graph__``, duck-typed: this module never imports dask), whose
+    graphs hold Futures once persisted.
+    """
     out, seen = [], set()
 
     def visit(x):
@@ -72,7 +77,21 @@ def futures_of(obj, future_type) -> list:
                 seen.add(id(x))
                 out.append(x)
             return x
+        if is_dask_collection(x):
+            walk([getattr(v, "value", v) for v in x.__dask_graph__().values()], visit)
+            return x
         return KEEP
 
     walk(obj, visit)
     return out
+
+
+def is_dask_collection(x) -> bool:
+    """Whether ``x`` is a Dask collection (duck-typed, as ``dask.is_dask_collection``)."""
+    method = getattr(type(x), "__dask_graph__", None)
+    if method is None or isinstance(x, type):
+        return False
+    try:
+        return x.__dask_graph__() is not None
+    except TypeError:
+        return False

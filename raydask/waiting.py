@@ -27,6 +27,7 @@ from .arguments import check_as_completed_options, check_wait_options
 from .awaiting import LoopSignal, Step, run
 from .future import Future, Status, _result_steps, quick
 from .scheduling import refresh
+from .structure import CONTAINERS, futures_of, is_dask_collection
 
 __all__ = ["as_completed", "wait", "ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"]
 
@@ -65,13 +66,21 @@ def _watch(future: Future, waiter) -> bool:
 
 
 def _check_futures(fs, where):
+    """The futures of ``fs``: a list of them, nested containers of them, or Dask
+    collections holding them (as Dask's ``futures_of``)."""
     if isinstance(fs, Future):
         raise TypeError(f"{where} expects a collection of futures, got a single future {fs!r}; wrap it in a list")
-    fs = list(fs)
+    if is_dask_collection(fs):
+        return futures_of(fs, Future)
+    out = []
     for f in fs:
-        if not isinstance(f, Future):
+        if isinstance(f, Future):
+            out.append(f)
+        elif isinstance(f, CONTAINERS) or is_dask_collection(f):
+            out.extend(futures_of(f, Future))
+        else:
             raise TypeError(f"{where} expects futures, got {f!r}")
-    return fs
+    return out
 
 
 class DoneAndNotDoneFutures(tuple):
