@@ -170,6 +170,12 @@ def publish(client, args, name=None, override=False, **kwargs) -> None:
     if not isinstance(override, bool):
         raise TypeError(f"override must be True or False, got {override!r}")
     entries = [(n, *_pack(d)) for n, d in zip(names, data)]
+    refs = [r for *_, rs in entries for r in rs]
+    if refs:
+        # Wait here (nothing is fetched): a still-pending ref handed on by the store
+        # reached _own as unresolvable (OwnerDiedError for a live owner; seen with
+        # raydask's two-return tasks on Ray 2.60, not root-caused).
+        ray.wait(refs, num_returns=len(refs), fetch_local=False)
     _ask("put", entries, override)
 
 
