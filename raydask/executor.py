@@ -42,7 +42,8 @@ class ClientExecutor(cf.Executor):
             raise TypeError(f"unsupported arguments to ClientExecutor: {sorted(unknown)}")
         self._client = client
         self._kwargs = kwargs
-        self._futures: weakref.WeakSet = weakref.WeakSet()
+        self._futures: weakref.WeakSet = weakref.WeakSet()  # raydask futures, of submit and map
+        self._wrapped: weakref.WeakSet = weakref.WeakSet()  # the stdlib futures submit returned
         self._shutdown = False
         self._lock = threading.Lock()
 
@@ -69,7 +70,9 @@ class ClientExecutor(cf.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             future = self._client.submit(fn, *args, **{**self._kwargs, **kwargs})
             self._futures.add(future)
-        return self._wrap(future)
+        cf_future = self._wrap(future)
+        self._wrapped.add(cf_future)
+        return cf_future
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         """An iterator of ``fn``'s results over the zipped ``iterables``, in their order.
@@ -115,12 +118,13 @@ class ClientExecutor(cf.Executor):
             if self._shutdown:
                 return
             self._shutdown = True
-            futures = list(self._futures)
+            futures, wrapped = list(self._futures), list(self._wrapped)
         if not wait or cancel_futures:
             self._client.cancel(futures)
             return
         if futures:
             _wait_all(futures)
+        cf.wait(wrapped)  # their outcomes are passed on by raydask's callback thread
 
 
 def _cascade(future, cf_future) -> None:
