@@ -112,6 +112,12 @@ def rows() -> list[Row]:
             checks={"overtook": ("<=", JUMP_WINDOW)},
             about="a priority=100 task submitted 0.1 s after 400 priority=0 tasks of 10 ms: ms from its "
                   "submission to its start (Ray: no priorities, the FIFO reference)"),
+        Row("actor_calls", "actor_calls", MAIN, LOCAL, {"n": 1000}, {"n": 100}, "calls/s", True, per_second("n"),
+            {"ray": (">=", 0.8), "dask": (">=", 1.0)},
+            about="1,000 actor method calls, each awaited (.result()) before the next"),
+        Row("actor_inflight", "actor_inflight", MAIN, LOCAL, {"n": 10_000}, {"n": 1000}, "calls/s", True,
+            per_second("n"), {"ray": (">=", 0.8), "dask": (">=", 1.0)},
+            about="10,000 actor method calls in flight, then every result (Ray: one ray.get of the list)"),
         Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
             about="scatter 100 MB numpy array, a task reading it on the other node, gather it back (2 nodes x 1 CPU)"),
     ]

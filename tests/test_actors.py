@@ -240,3 +240,19 @@ def test_bad_input(client):
         client.submit(Counter, actor="yes")
     with pytest.raises(TypeError, match="First input to submit must be a callable function"):
         client.submit(3, actor=True)
+
+
+@pytest.mark.timeout(120)
+def test_example_runs(no_client, tmp_path):
+    """``examples/actors.py`` runs start to end in its own process (its own Ray)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "actors.py"
+    env = dict(os.environ, RAY_TMPDIR=os.environ.get("RAY_TMPDIR", str(tmp_path)))
+    out = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=110, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert re.fullmatch(f"<Actor: Counter, key=Counter-{UUID}>", lines[0])
+    assert lines[1:] == ["105", "n = 135", "['numbers']", "45", "[0, 1, 4, 9, 16]", "[25, 36]"]
