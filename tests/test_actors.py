@@ -128,6 +128,22 @@ def test_method_calls_return_actor_futures(counter):
     assert proxy.add(10).result() == start + 11
 
 
+class OnlyInInit:
+    def __init__(self):
+        self.secret = 1
+
+    def get(self):
+        return self.secret
+
+
+def test_attributes_only_the_class_declares_can_be_read(client):
+    """As Dask (``getattr(self._cls, key)``): an attribute set only in ``__init__`` is no proxy attribute."""
+    proxy = client.submit(OnlyInInit, actor=True).result()
+    with pytest.raises(AttributeError, match="secret"):
+        proxy.secret
+    assert proxy.get().result() == 1
+
+
 def test_calls_run_in_order_and_time_out(counter):
     _, proxy = counter
     slow = proxy.sleep(0.5)
