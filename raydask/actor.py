@@ -29,7 +29,9 @@ from .errors import TimeoutError, capture, unwrap
 from .keys import parse_timedelta
 from .scheduling import _unpack, pack, task_options
 
-__all__ = ["Actor", "ActorFuture", "BaseActorFuture", "actor_class", "actor_options", "bind", "remote_class", "start"]
+__all__ = [
+    "Actor", "ActorFuture", "BaseActorFuture", "actor_class", "actor_options", "bind", "remote_class", "start",
+]
 
 #: ``__init__`` failures of the actors in this process, by ``id(instance)``: the
 #: instance may refuse attributes (``__slots__``), so they are kept beside it.
@@ -177,6 +179,7 @@ def actor_class(cls):
     (:func:`raydask.scheduling.pack`), so futures nested in the arguments
     arrive as values.
     """
+
     def __init__(self, packed, *args):
         try:
             if packed is None:
@@ -199,7 +202,10 @@ def _cached_actor_class(cls, job_id):
 
 def remote_class(cls):
     """:func:`actor_class`, made once per class and Ray job (a new ``ray.init`` exports it again)."""
-    return _cached_actor_class(cls, ray.get_runtime_context().get_job_id())
+    try:
+        return _cached_actor_class(cls, ray.get_runtime_context().get_job_id())
+    except TypeError:  # an unhashable class (a metaclass with __eq__ and no __hash__)
+        return actor_class(cls)
 
 
 def actor_options(resources=None, placement=None) -> dict:

@@ -239,6 +239,20 @@ def test_actor_dies_when_future_and_proxies_are_released(client):
     assert not _alive(pid)
 
 
+def test_a_lost_actor_raises_runtime_error(client):
+    """test_actor.py::test_failed_worker: calls on a dead actor raise Dask's RuntimeError."""
+    import signal
+
+    proxy = client.submit(Counter, actor=True).result()
+    pid = proxy.pid().result()
+    os.kill(pid, signal.SIGKILL)  # the actor process this test started
+    deadline = time.monotonic() + 20
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(RuntimeError, match="Worker holding Actor was lost"):
+        proxy.increment().result(timeout=20)
+
+
 def test_placement_on_a_worker(client):
     address = next(iter(client.scheduler_info()["workers"]))
     proxy = client.submit(Counter, actor=True, workers=[address]).result()
