@@ -172,9 +172,12 @@ def publish(client, args, name=None, override=False, **kwargs) -> None:
     entries = [(n, *_pack(d)) for n, d in zip(names, data)]
     refs = [r for *_, rs in entries for r in rs]
     if refs:
-        # Wait here (nothing is fetched): a still-pending ref handed on by the store
-        # reached _own as unresolvable (OwnerDiedError for a live owner; seen with
-        # raydask's two-return tasks on Ray 2.60, not root-caused).
+        # Wait here (nothing is fetched): a still-pending ref of a second driver,
+        # handed on by the store, reached _own as OwnerDiedError while that driver
+        # was alive.  Seen on Ray 2.60 only when the driver had joined with
+        # raydask's use_local_auth_token() (token auth switched on in the joining
+        # driver; a plain ray.init(address=...) worked): resolving a pending borrowed
+        # ref asks its owner over RPC, a finished small one travels inlined.
         ray.wait(refs, num_returns=len(refs), fetch_local=False)
     _ask("put", entries, override)
 
