@@ -210,6 +210,26 @@ class DaskAPI(_Engine):
             f.result()
         return {"seconds": time.perf_counter() - t0}
 
+    def _actor(self):
+        return self.client.submit(tasks.Counter, actor=True).result()
+
+    def actor_calls(self, n):
+        counter = self._actor()
+        counter.increment().result()  # the actor is up before the clock starts
+        t0 = time.perf_counter()
+        for _ in range(n):
+            counter.increment().result()
+        return {"seconds": time.perf_counter() - t0}
+
+    def actor_inflight(self, n):
+        counter = self._actor()
+        counter.increment().result()
+        t0 = time.perf_counter()
+        futures = [counter.increment() for _ in range(n)]
+        last = [f.result() for f in futures][-1]
+        assert last == n + 1, last
+        return {"seconds": time.perf_counter() - t0}
+
     def scatter_transfer(self, mb):
         import numpy as np
 
@@ -387,6 +407,25 @@ class RawRay(_Engine):
         start, stop, _ = ray.get(high)
         return _jump(submitted, start, stop, ray.get(refs), None)
     map = throughput  # Ray has no map: a list comprehension of .remote calls is the idiom
+
+    def _actor(self):
+        return self.ray.remote(tasks.Counter).remote()
+
+    def actor_calls(self, n):
+        counter, get = self._actor(), self.ray.get
+        get(counter.increment.remote())
+        t0 = time.perf_counter()
+        for _ in range(n):
+            get(counter.increment.remote())
+        return {"seconds": time.perf_counter() - t0}
+
+    def actor_inflight(self, n):
+        counter = self._actor()
+        self.ray.get(counter.increment.remote())
+        t0 = time.perf_counter()
+        last = self.ray.get([counter.increment.remote() for _ in range(n)])[-1]
+        assert last == n + 1, last
+        return {"seconds": time.perf_counter() - t0}
 
     def round_trip(self, n):
         base, get = self.fresh(n), self.ray.get

@@ -116,6 +116,12 @@ def rows() -> list[Row]:
             per_second("n"), {"ray": (">=", 0.9), "dask": (">=", 3.0)},
             about="5,000 no-op tasks of an asynchronous client, each awaited by its own coroutine in one "
                   "loop (Ray: await ref; Dask: its asynchronous client)"),
+        Row("actor_calls", "actor_calls", MAIN, LOCAL, {"n": 1000}, {"n": 100}, "calls/s", True, per_second("n"),
+            {"ray": (">=", 0.8), "dask": (">=", 1.0)},
+            about="1,000 actor method calls, each awaited (.result()) before the next"),
+        Row("actor_inflight", "actor_inflight", MAIN, LOCAL, {"n": 10_000}, {"n": 1000}, "calls/s", True,
+            per_second("n"), {"ray": (">=", 0.8), "dask": (">=", 1.0)},
+            about="10,000 actor method calls in flight, then every result (Ray: one ray.get of the list)"),
         Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
             about="scatter 100 MB numpy array, a task reading it on the other node, gather it back (2 nodes x 1 CPU)"),
     ]

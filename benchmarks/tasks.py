@@ -65,3 +65,14 @@ def stamped_sleep(x, sleep):
     start = time.time()
     time.sleep(sleep)
     return (start, time.time(), x)
+
+
+class Counter:
+    """The actor of the actor rows: one method call is one increment."""
+
+    def __init__(self):
+        self.n = 0
+
+    def increment(self):
+        self.n += 1
+        return self.n

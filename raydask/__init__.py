@@ -5,6 +5,7 @@ Change one import and Dask futures code runs on a Ray cluster::
     from raydask import Client, progress, as_completed
 """
 
+from .actor import Actor, ActorFuture, BaseActorFuture
 from .client import Client, fire_and_forget, futures_of
 from .cluster import LocalCluster
 from .errors import CancelledError, FutureCancelledError, KilledWorker, TimeoutError, WorkerStartTimeoutError
@@ -18,6 +19,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALL_COMPLETED",
+    "Actor",
+    "ActorFuture",
+    "BaseActorFuture",
     "CancelledError",
     "Client",
     "FIRST_COMPLETED",

@@ -154,7 +154,6 @@ def check_submit_options(*, key=None, workers=None, resources=None, retries=None
         ValueError: a negative ``retries``, a negative or non-finite resource amount,
             a NaN ``priority``, an unparsable ``fifo_timeout``, or
             ``allow_other_workers=True`` without ``workers`` (Dask's message).
-        NotImplementedError: ``actor=True`` or ``actors=True``.
     """
     if key is not None:
         validate_key(key)
@@ -203,8 +202,6 @@ def _common(workers, resources, retries, priority, fifo_timeout, allow_other_wor
     for name, value in (("actor", actor), ("actors", actors)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be True or False, got {value!r}")
-        if value:
-            raise NotImplementedError(f"{name}=True is not supported by raydask; use Ray actors directly")
     if fifo_timeout is None:  # Dask fails later adding None to a float
         raise TypeError(f"fifo_timeout must be a duration such as '100 ms', got {fifo_timeout!r}")
     fifo = parse_timedelta(fifo_timeout, "fifo_timeout")

@@ -25,12 +25,13 @@ from collections.abc import Iterator
 import ray
 import ray.exceptions
 
-from . import arguments, limits, structure
+from . import actor, arguments, datasets, limits, structure
 from .awaiting import LoopThread, dispatched, get, get_one, in_loop, in_thread, run, run_call
 from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
 from .errors import FutureCancelledError, unwrap
 from .events import EventLog
+from .executor import ClientExecutor
 from .records import TaskRecord
 from .future import Future, FutureState, Settler, Status, _result_steps, notify, quick
 from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
@@ -330,7 +331,7 @@ class Client:
         Differences from dask.distributed:
             ``workers=`` naming no known worker, or (on a ``LocalCluster``)
             ``resources=`` that no worker has, raise ``ValueError`` at once; Dask
-            leaves such a task pending.  ``actor=True`` raises ``NotImplementedError``.
+            leaves such a task pending.  ``actor=True`` makes a Ray actor (:mod:`raydask.actor`).
             ``priority=`` defaults to None (which means 0): from the first call that
             passes any priority, this client holds its tasks and hands them to Ray by
             priority as CPU slots free (:mod:`raydask.priority`); before that nothing
@@ -348,6 +349,8 @@ class Client:
                 fifo_timeout=fifo_timeout, allow_other_workers=allow_other_workers, actor=actor,
                 actors=actors, pure=pure)
             fifo_timeout = checked.fifo_timeout
+        if actor or actors:  # raydask.actor
+            return self._submit_actor(func, args, kwargs, key, workers, resources, allow_other_workers)
         limit = limits.current_time_limit()
         named = key is not None
         if key is None:
@@ -492,6 +495,8 @@ class Client:
             retries=retries, priority=priority, fifo_timeout=fifo_timeout,
             allow_other_workers=allow_other_workers, actor=actor, actors=actors, pure=pure)
         fifo_timeout = checked.fifo_timeout
+        if actor or actors:  # raydask.actor: one actor per call
+            return self._map_actors(func, calls, kwargs, key, workers, resources, allow_other_workers)
         named = isinstance(key, list)
         if named:
             keys = key
@@ -933,6 +938,71 @@ class Client:
         self._dispatcher.clear()
         if wait_for_workers and isinstance(self.cluster, LocalCluster):
             self.cluster.wait_for_workers(self.cluster.target, timeout)
+
+    # -- actors, published datasets, executor (raydask.actor, raydask.datasets, raydask.executor)
+    def _submit_actor(self, cls, args, kwargs, key, workers, resources, allow_other_workers):
+        """``submit(cls, actor=True)``: a Ray actor, and a Future whose value is its proxy."""
+        key = f"{funcname(cls)}-{uuid.uuid4()}" if key is None else key  # actors are never pure
+        validate_key(key)
+        with self._lock:
+            state = self._states.get(key)
+        if state is not None:
+            return Future(state, self)
+        placement = self._placement(workers, allow_other_workers) if workers is not None else None
+        if resources:
+            self._check_resources(resources)
+        bind, bind_args = actor.start(cls, args, kwargs, key, actor.actor_options(resources, placement), Future)
+        return Future(self._submit(bind, key, bind_args, {}, {"num_cpus": 0}, None), self)
+
+    def _map_actors(self, cls, calls, kwargs, key, workers, resources, allow_other_workers):
+        prefix = key or funcname(cls)
+        keys = key if isinstance(key, list) else [f"{prefix}-{uuid.uuid4()}" for _ in calls]
+        return [self._submit_actor(cls, args, kwargs, k, workers, resources, allow_other_workers)
+                for k, args in zip(keys, calls)]
+
+    def publish_dataset(self, *args, name=None, override=False, **kwargs):
+        """Publish named data (futures, and values holding them) for every client of the cluster.
+
+        ``publish_dataset(x, name="n")``, ``publish_dataset({"n": x})`` or
+        ``publish_dataset(n=x)``.
+
+        Raises:
+            KeyError: if a name is taken and ``override`` is False.
+            ValueError: for a call in none of those forms (Dask's messages).
+
+        Differences from dask.distributed:
+            Returns once the futures have finished: their data is copied, on the
+            cluster, into objects owned by a detached Ray actor, so it outlives
+            this client (Ray objects die with the process that made them).
+        """
+        self._check_running()
+        return run_call(lambda: datasets.publish(self, args, name=name, override=override, **kwargs),
+                        self.asynchronous, blocking=True)
+
+    def unpublish_dataset(self, name, **kwargs):
+        """Remove the named dataset(s) (a name or a list); unknown names are ignored."""
+        return run_call(lambda: datasets.unpublish(self, name), self.asynchronous, blocking=True)
+
+    def list_datasets(self, **kwargs):
+        """The names of the published datasets, sorted."""
+        return run_call(lambda: datasets.list_names(self), self.asynchronous, blocking=True)
+
+    def get_dataset(self, name, default=datasets.no_default, **kwargs):
+        """The dataset published as ``name`` (a list of names gives a list), with futures of this client.
+
+        Raises:
+            KeyError: for an unknown name when no ``default`` is given.
+        """
+        return run_call(lambda: datasets.get(self, name, default), self.asynchronous, blocking=True)
+
+    @property
+    def datasets(self):
+        """The published datasets as a mutable mapping (``client.datasets["x"] = future``)."""
+        return datasets.Datasets(self)
+
+    def get_executor(self, **kwargs):
+        """A ``concurrent.futures.Executor`` running its calls with ``submit(..., **kwargs)``."""
+        return ClientExecutor(self, **kwargs)
 
     # -- lifecycle --------------------------------------------------------------------
     def close(self, timeout=None):

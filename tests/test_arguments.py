@@ -128,7 +128,7 @@ BAD_SUBMIT = [
     (dict(fifo_timeout=[1]), TypeError, r"\[1\]"),
     (dict(allow_other_workers="x"), TypeError, "allow_other_workers= must be True or False"),
     (dict(allow_other_workers=True), ValueError, "Only use allow_other_workers= if using workers="),
-    (dict(actor=True), NotImplementedError, "actor"),
+    (dict(actor=1), TypeError, "1"),
     (dict(actors="x"), TypeError, "'x'"),
     (dict(key=[1]), TypeError, r"\[1\]"),
     (dict(key=b"x"), TypeError, "b'x'"),
