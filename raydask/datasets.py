@@ -28,7 +28,7 @@ import ray.exceptions
 
 from .errors import unwrap
 from .future import Future, FutureState
-from .structure import KEEP, walk
+from .structure import KEEP, is_dask_collection, walk
 
 __all__ = ["Datasets", "NAMESPACE", "STORE_NAME", "get", "list_names", "publish", "unpublish"]
 
@@ -49,6 +49,30 @@ class _Slot:
 
     def __reduce__(self):
         return _Slot, (self.i,)
+
+
+class _Persisted:
+    """A persisted Dask collection in a dataset: how to rebuild it around its futures."""
+
+    __slots__ = ("rebuild", "state", "graph")
+
+    def __init__(self, rebuild, state, graph):
+        self.rebuild, self.state, self.graph = rebuild, state, graph
+
+    def __reduce__(self):
+        return _Persisted, (self.rebuild, self.state, self.graph)
+
+
+def _persisted(x, visit):
+    """``x`` as a :class:`_Persisted` whose graph holds slots, or None if it is no
+    persisted collection (``client.persist``'s result: a graph of futures)."""
+    if not is_dask_collection(x):
+        return None
+    graph = dict(x.__dask_graph__())
+    if not graph or not all(isinstance(v, Future) for v in graph.values()):
+        return None
+    rebuild, state = x.__dask_postpersist__()
+    return _Persisted(rebuild, state, walk(graph, visit))
 
 
 def _own(value):
@@ -149,7 +173,8 @@ def _pack(data):
                 keys.append(st.key)
                 refs.append(st.ref)
             return _Slot(i)
-        return KEEP
+        persisted = _persisted(x, visit)
+        return KEEP if persisted is None else persisted
 
     return ray.cloudpickle.dumps(walk(data, visit)), keys, refs
 
@@ -195,8 +220,15 @@ def get(client, name, default=no_default):
             continue
         payload, keys, refs = entry
         futures = [_adopt(client, k, r) for k, r in zip(keys, refs)]
-        outs.append(walk(ray.cloudpickle.loads(payload),
-                         lambda x: futures[x.i] if type(x) is _Slot else KEEP))
+
+        def visit(x, futures=futures):
+            if type(x) is _Slot:
+                return futures[x.i]
+            if type(x) is _Persisted:  # a persisted collection, around this client's futures
+                return x.rebuild(walk(x.graph, visit), *x.state)
+            return KEEP
+
+        outs.append(walk(ray.cloudpickle.loads(payload), visit))
     return outs if isinstance(name, list) else outs[0]
 
 

@@ -175,3 +175,16 @@ def test_without_dask_the_core_imports_and_collections_name_the_extra():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "raydask[dask]" in out.stdout
+
+
+def test_publish_a_persisted_collection_and_get_it_back(multinode_client):
+    c = multinode_client
+    x = c.persist(da.arange(40, chunks=10) * 2)
+    c.publish_dataset(doubled=x)
+    try:
+        back = c.get_dataset("doubled")
+        assert type(back) is type(x) and back.chunks == x.chunks
+        assert all(isinstance(f, Future) for f in futures_of(back))
+        assert back.sum().compute() == 2 * sum(range(40))
+    finally:
+        c.unpublish_dataset("doubled")
