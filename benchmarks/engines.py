@@ -62,6 +62,32 @@ class _Engine:
         return path
 
 
+def _array_reduction(chunks, compute):
+    import dask.array as da
+
+    x = da.arange(chunks * 1000, chunks=1000)
+    t0 = time.perf_counter()
+    total = compute((x * 2).sum())
+    seconds = time.perf_counter() - t0
+    n = chunks * 1000
+    assert total == n * (n - 1), total
+    return {"seconds": seconds}
+
+
+def _dataframe_groupby(partitions, compute):
+    import dask.dataframe as dd
+    import numpy as np
+    import pandas as pd
+
+    n = partitions * 1000
+    df = dd.from_pandas(pd.DataFrame({"k": np.arange(n) % 97, "v": np.arange(n)}), npartitions=partitions)
+    t0 = time.perf_counter()
+    out = compute(df.groupby("k").v.sum())
+    seconds = time.perf_counter() - t0
+    assert int(out.sum()) == n * (n - 1) // 2
+    return {"seconds": seconds}
+
+
 class DaskAPI(_Engine):
     """raydask or dask.distributed, driven through the same Dask API calls."""
 
@@ -142,6 +168,14 @@ class DaskAPI(_Engine):
         inflight = gate.stats()["released"] if gate is not None else None
         start, stop, _ = high.result()
         return _jump(submitted, start, stop, c.gather(fs), inflight)
+
+    def array_reduction(self, chunks):
+        """``(x * 2).sum().compute()`` over a ``dask.array`` of ``chunks`` chunks, on this client."""
+        return _array_reduction(chunks, lambda c: c.compute())
+
+    def dataframe_groupby(self, partitions):
+        """``df.groupby(k).v.sum().compute()`` over ``partitions`` pandas partitions."""
+        return _dataframe_groupby(partitions, lambda c: c.compute())
 
     def async_awaits(self, n):
         """``n`` futures of an asynchronous client, each awaited by its own coroutine, in one loop."""
@@ -377,6 +411,17 @@ class RawRay(_Engine):
         return {"seconds": time.perf_counter() - t0}
 
     priority_throughput = throughput  # Ray has no priorities (ray-project/ray#52865)
+
+    def array_reduction(self, chunks):
+        """The same with Ray's own Dask scheduler, ``ray.util.dask.ray_dask_get``."""
+        from ray.util.dask import ray_dask_get
+
+        return _array_reduction(chunks, lambda c: c.compute(scheduler=ray_dask_get))
+
+    def dataframe_groupby(self, partitions):
+        from ray.util.dask import ray_dask_get
+
+        return _dataframe_groupby(partitions, lambda c: c.compute(scheduler=ray_dask_get))
 
     def async_awaits(self, n):
         """``n`` refs, each awaited by its own coroutine (``await ref``), in one loop."""

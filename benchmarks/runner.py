@@ -122,6 +122,12 @@ def rows() -> list[Row]:
         Row("actor_inflight", "actor_inflight", MAIN, LOCAL, {"n": 10_000}, {"n": 1000}, "calls/s", True,
             per_second("n"), {"ray": (">=", 0.8), "dask": (">=", 1.0)},
             about="10,000 actor method calls in flight, then every result (Ray: one ray.get of the list)"),
+        Row("array_reduction", "array_reduction", MAIN, LOCAL, {"chunks": 1000}, {"chunks": 50}, "s", False,
+            seconds, about="dask.array (x * 2).sum() over 1,000 chunks, .compute() through the client "
+                           "(Ray: ray.util.dask.ray_dask_get)"),
+        Row("dataframe_groupby", "dataframe_groupby", MAIN, LOCAL, {"partitions": 100}, {"partitions": 10},
+            "s", False, seconds, about="dask.dataframe groupby-sum over 100 pandas partitions, .compute() "
+                                       "through the client (Ray: ray.util.dask.ray_dask_get)"),
         Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
             about="scatter 100 MB numpy array, a task reading it on the other node, gather it back (2 nodes x 1 CPU)"),
     ]
