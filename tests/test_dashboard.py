@@ -469,3 +469,21 @@ def test_publisher_sends_events_only_while_a_dashboard_in_another_process_reads(
         assert publisher._actor is not None
     finally:
         publisher.stop()
+
+
+@pytest.mark.multinode
+@pytest.mark.timeout(180)
+def test_dask_array_tasks_show_with_dask_s_keys_and_prefixes(dash_client, http):
+    from conftest import need
+
+    da = need("dask.array")
+    x = dash_client.persist(da.ones((20, 20), chunks=(10, 10)) * 3)
+    assert x.sum().compute() == 1200
+    chunk_keys = {str(k) for row in x.__dask_keys__() for k in row}
+    reply = _wait_for(lambda: http.get("/api/progress").json(),
+                      lambda r: any(p["prefix"] == "mul" and p["done"] >= 4 for p in r["prefixes"]))
+    (mul,) = [p for p in reply["prefixes"] if p["prefix"] == "mul"]
+    assert mul["total"] >= 4 and mul["done"] >= 4
+    graph = http.get("/api/graph").json()
+    shown = {str(n["key"]) if not isinstance(n["key"], list) else str(tuple(n["key"])) for n in graph["nodes"]}
+    assert chunk_keys <= shown, sorted(chunk_keys - shown)[:3]

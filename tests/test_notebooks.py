@@ -156,3 +156,15 @@ def test_async_notebook_with_top_level_await(no_client, kernel_name):
     assert text(cell_with(nb, "len(done), len(not_done)")).strip() == "(20, 0)"
     assert text(cell_with(nb, "await asyncio.gather(*client.map(inc, range(5)))")).strip() == "[1, 2, 3, 4, 5]"
     assert text(code_cells(nb)[-1]).strip() == "'closed'"
+
+
+@pytest.mark.timeout(300)
+def test_collections_notebook_mixes_delayed_arrays_dataframes_and_futures(no_client, kernel_name):
+    nb = run("collections.ipynb", kernel_name)
+    assert text(cell_with(nb, "os.getpid() not in dask.compute(*[where() for _ in range(4)])")).strip() == "True"
+    assert text(cell_with(nb, "len(futures_of(y))")).strip() == "16"
+    assert text(cell_with(nb, "float(abs(y.sum().compute())) < 1e-6")).strip() == "True"
+    assert text(cell_with(nb, 'df.groupby("part").value.sum().compute().tolist()')).strip() == \
+        str([sum(range(i * 10, i * 10 + 10)) for i in range(8)])
+    assert float(text(cell_with(nb, "(arr ** 2).sum().compute()")).strip().replace("np.float64(", "").rstrip(")")) == 285.0
+    assert text(cell_with(nb, "total.result()")).strip() == str(sum(range(10)) + 1)
