@@ -203,7 +203,8 @@ def _cached_actor_class(cls, job_id):
 def remote_class(cls):
     """:func:`actor_class`, made once per class and Ray job (a new ``ray.init`` exports it again)."""
     try:
-        return _cached_actor_class(cls, ray.get_runtime_context().get_job_id())
+        context = ray.get_runtime_context()  # job ids restart on every cluster: the GCS tells them apart
+        return _cached_actor_class(cls, (context.gcs_address, context.get_job_id()))
     except TypeError:  # an unhashable class (a metaclass with __eq__ and no __hash__)
         return actor_class(cls)
 

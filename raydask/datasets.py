@@ -138,7 +138,9 @@ _store_handles: dict = {}
 def store():
     """The cluster's :class:`DatasetStore`, started by the first client that needs it."""
     global _store_class
-    job = ray.get_runtime_context().get_job_id()
+    context = ray.get_runtime_context()
+    # job ids restart at 01000000 on every cluster: the GCS address and this node tell them apart
+    job = (context.gcs_address, context.get_node_id(), context.get_job_id())
     handle = _store_handles.get(job)
     if handle is None:
         if _store_class is None:
