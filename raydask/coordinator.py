@@ -35,17 +35,19 @@ from __future__ import annotations
 import io
 import pickle
 import threading
+import time
 
 import cloudpickle
 import ray
 import ray.exceptions
 
 __all__ = ["ACTOR_NAME", "NAMESPACE", "WAITERS", "call", "call_async", "check_name", "ensure_connected",
-           "pack", "unpack", "wait"]
+           "pack", "unpack", "wait", "wait_once"]
 
 NAMESPACE = "raydask"
 ACTOR_NAME = "coordination"
 WAITERS = 1000  # threads for blocked calls; more blocked calls than this queue behind them
+WAIT_SLICE = 30.0  # seconds: the longest one waiting call lasts (see wait())
 
 
 class Coordinator:
@@ -150,9 +152,24 @@ def call(store_cls, method, *args):
     return _run("call", store_cls, method, args)
 
 
-def wait(store_cls, method, *args):
+def wait_once(store_cls, method, *args):
     """As :func:`call`, for a method that may wait (a thread of the "wait" group)."""
     return _run("wait", store_cls, method, args)
+
+
+def wait(store_cls, method, *args, timeout, miss=None):
+    """Call ``method(*args, timeout)`` in the "wait" group until it returns other than ``miss``.
+
+    A long wait is sent as calls of at most ``WAIT_SLICE`` seconds each, so a
+    caller that dies while waiting holds an actor thread for at most that long
+    (Ray does not cancel a running actor call whose caller is gone).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        out = _run("wait", store_cls, method, (*args, WAIT_SLICE if left is None else min(left, WAIT_SLICE)))
+        if out != miss or (left is not None and left <= WAIT_SLICE):
+            return out
 
 
 def call_async(store_cls, method, *args):

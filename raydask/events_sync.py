@@ -65,7 +65,7 @@ class Event:
         ensure_connected(self._client, "Event")
         if call(EventStore, "is_set", self.name):
             return True
-        return seconds != 0 and wait(EventStore, "wait", self.name, seconds)
+        return seconds != 0 and wait(EventStore, "wait", self.name, timeout=seconds, miss=False)
 
     def set(self):
         """Set the flag: every waiter wakes."""

@@ -25,10 +25,11 @@ import numbers
 import threading
 import time
 import uuid
+import weakref
 
 import ray
 
-from .coordinator import call, call_async, check_name, ensure_connected, wait
+from .coordinator import call, call_async, check_name, ensure_connected, wait, wait_once
 from .keys import parse_timedelta
 
 __all__ = ["Lock", "MultiLock", "MultiLockStore", "Semaphore", "SemaphoreStore"]
@@ -118,21 +119,21 @@ class SemaphoreStore:
     def _grant(self, name, sem, lease_id):
         sem.leases.add(lease_id)
         self.expiry.set((name, lease_id), sem.lease_timeout)
-        return True, sem.lease_timeout  # the first user's lease_timeout rules: refresh by it
+        return (sem.lease_timeout,)  # the first user's lease_timeout rules: refresh by it
 
     def acquire(self, name, max_leases, lease_timeout, lease_id):
-        """A lease if one is free now: ``(True, lease_timeout)``, else ``(False, None)``."""
+        """A lease if one is free now: ``(lease_timeout,)``, else None (never waits)."""
         with self.changed:
             sem = self._sem(name, max_leases, lease_timeout)
-            return self._grant(name, sem, lease_id) if sem.free() else (False, None)
+            return self._grant(name, sem, lease_id) if sem.free() else None
 
     def wait_acquire(self, name, max_leases, lease_timeout, lease_id, timeout):
         with self.changed:
             sem = self._sem(name, max_leases, lease_timeout)
             if not self.changed.wait_for(lambda: self.sems.get(name) is not sem or sem.free(), timeout):
-                return False, None
+                return None
             if self.sems.get(name) is not sem:  # closed while we waited
-                return False, None
+                return None
             return self._grant(name, sem, lease_id)
 
     def release(self, name, lease_id):
@@ -205,6 +206,11 @@ class _Refresher:
                 leases.pop(lease_id, None)
                 if not leases:
                     del self._held[(store_cls, name)]
+
+    def forget(self, store_cls, name, lease_ids):
+        """Stop refreshing ``lease_ids`` (their holder was garbage-collected): they will expire."""
+        for lease_id in list(lease_ids):
+            self.remove(store_cls, name, lease_id)
 
     def _interval(self):
         with self._lock:
@@ -280,6 +286,8 @@ class Semaphore:
         self.id = uuid.uuid4().hex
         self._client = client
         self._leases: collections.deque = collections.deque()
+        # as Dask's: a Semaphore dropped while holding leases stops refreshing them
+        self._forget = weakref.finalize(self, _refresher.forget, SemaphoreStore, self.name, self._leases)
 
     def acquire(self, timeout=None):
         """Take a lease, waiting up to ``timeout`` seconds (None: forever) for one to be free.
@@ -291,13 +299,14 @@ class Semaphore:
         ensure_connected(self._client, type(self).__name__)
         lease_id = uuid.uuid4().hex
         args = (self.name, self.max_leases, self.lease_timeout, lease_id)
-        got, lease_timeout = call(SemaphoreStore, "acquire", *args)
-        if not got and seconds != 0:
-            got, lease_timeout = wait(SemaphoreStore, "wait_acquire", *args, seconds)
-        if got:
-            self._leases.append(lease_id)
-            _refresher.add(SemaphoreStore, self.name, lease_id, lease_timeout)
-        return got
+        granted = call(SemaphoreStore, "acquire", *args)
+        if granted is None and seconds != 0:
+            granted = wait(SemaphoreStore, "wait_acquire", *args, timeout=seconds)
+        if granted is None:
+            return False
+        self._leases.append(lease_id)
+        _refresher.add(SemaphoreStore, self.name, lease_id, granted[0])
+        return True
 
     def release(self):
         """Give back the oldest lease this object holds.
@@ -514,6 +523,7 @@ class MultiLock:
         self.id = uuid.uuid4().hex
         self._client = client
         self._locked = False
+        self._forget = weakref.finalize(self, _refresher.remove, MultiLockStore, "multilock", self.id)
 
     def acquire(self, blocking=True, timeout=None, num_locks=None):
         """Take ``num_locks`` of the locks (None: all of them).
@@ -545,7 +555,7 @@ class MultiLock:
             return True
         # refreshed from before the call: a process that dies while waiting must leave the queues
         _refresher.add(MultiLockStore, "multilock", self.id, self.lease_timeout)
-        got = wait(MultiLockStore, "acquire", self.names, self.id, seconds, int(num_locks), self.lease_timeout)
+        got = wait_once(MultiLockStore, "acquire", self.names, self.id, seconds, int(num_locks), self.lease_timeout)
         if got:
             self._locked = True
         else:

@@ -87,7 +87,7 @@ class QueueStore:
             out = self._take(q, n)
             return out[0] if batch is False else out
 
-    def wait_get(self, name, timeout, batch):
+    def wait_get(self, name, batch, timeout):
         n = 1 if batch is False else batch
         with self.changed:
             if not self.changed.wait_for(lambda: len(self._queue(name).items) >= n, timeout):
@@ -168,7 +168,7 @@ class Queue:
         blob = pack(value)
         if call(QueueStore, "put", self.name, blob):
             return
-        if seconds == 0 or not wait(QueueStore, "wait_put", self.name, blob, seconds):
+        if seconds == 0 or not wait(QueueStore, "wait_put", self.name, blob, timeout=seconds, miss=False):
             raise TimeoutError(f"Queue {self.name!r} stayed full for {timeout!r}")
 
     def get(self, timeout=None, batch=False):
@@ -188,7 +188,7 @@ class Queue:
         self._ready()
         out = call(QueueStore, "get", self.name, batch)
         if out is None and seconds != 0:
-            out = wait(QueueStore, "wait_get", self.name, seconds, batch)
+            out = wait(QueueStore, "wait_get", self.name, batch, timeout=seconds)
         if out is None:
             raise TimeoutError(f"Queue {self.name!r} stayed empty for {timeout!r}")
         if batch is False:

@@ -87,7 +87,7 @@ class Variable:
         ensure_connected(self._client, "Variable")
         blob = call(VariableStore, "get", self.name)
         if blob is None and seconds != 0:
-            blob = wait(VariableStore, "wait_get", self.name, seconds)
+            blob = wait(VariableStore, "wait_get", self.name, timeout=seconds)
         if blob is None:
             raise TimeoutError(f"Variable {self.name!r} was not set within {timeout!r}")
         return unpack(blob)

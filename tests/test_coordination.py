@@ -169,6 +169,29 @@ def test_future_through_a_variable(client):
     assert client.submit(variable_get_result, v).result(timeout=30) == 42  # and in a task
 
 
+@pytest.mark.timeout(60)
+def test_long_waits_go_in_slices(client, monkeypatch):
+    """A wait is sent as calls of at most WAIT_SLICE s, so a dead waiter frees its actor thread."""
+    import threading
+
+    from raydask import coordinator
+
+    monkeypatch.setattr(coordinator, "WAIT_SLICE", 0.2)
+    v, e = Variable(name("var")), Event(name("ev"))
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        v.get(timeout=0.7)
+    assert 0.6 < time.monotonic() - start < 5
+    threading.Timer(0.5, v.set, args=(7,)).start()
+    threading.Timer(0.5, e.set).start()
+    assert v.get(timeout=10) == 7  # set during the third slice
+    assert e.wait(timeout=10) is True
+    sem = Semaphore(name=name("sem"))
+    assert sem.acquire()
+    threading.Timer(0.5, sem.release).start()
+    assert Semaphore(name=sem.name).acquire(timeout=10)
+
+
 # -- Queue ---------------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_queue_put_get_qsize_batch(client):
