@@ -25,6 +25,25 @@ from raydask import Event, Lock, MultiLock, Queue, Semaphore, Variable
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_coordination_actor_afterwards():
+    """Stop the coordination actor after this module: the shared cluster goes on as it was.
+
+    (It is detached, so it would otherwise live on in the session's cluster, a
+    worker process that later tests do not expect.)  The next use makes a new one.
+    """
+    yield
+    import ray
+
+    from raydask.coordinator import ACTOR_NAME, NAMESPACE
+
+    if ray.is_initialized():
+        try:
+            ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE))
+        except ValueError:  # never made in this cluster
+            pass
+
+
 def name(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -367,7 +386,8 @@ def test_multilock_in_opposite_orders_does_not_deadlock(client):
 def test_second_client_by_name(client):
     var, q, ev, lock, done = name("var"), name("q"), name("ev"), name("lock"), name("done")
     Variable(var).set(client.submit(inc, 9, pure=False))
-    Lock(lock).acquire()
+    held = Lock(lock)
+    assert held.acquire()
     # the second client waits for us to take its Future: its data lives while it runs
     proc = start_second_client(client, f"""
         print(Variable({var!r}).get(timeout=10).result(), flush=True)   # the first client's Future
@@ -392,7 +412,8 @@ def test_second_client_by_name(client):
             proc.wait()
     assert proc.returncode == 0, stderr[-3000:]
     assert stdout.split() == ["10", "False", "True"]
-    assert Lock(lock).locked()  # still ours: the second client's failed acquire took nothing
+    assert held.locked()  # still ours: the second client's failed acquire took nothing
+    held.release()
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -36,6 +36,25 @@ def get_from_variable(module, var_name):
     return mod.Variable(var_name).get(timeout=10).result()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_coordination_actor_afterwards():
+    """Stop the coordination actor after this module: the shared cluster goes on as it was.
+
+    (It is detached, so it would otherwise live on in the session's cluster, a
+    worker process that later tests do not expect.)  The next use makes a new one.
+    """
+    yield
+    import ray
+
+    from raydask.coordinator import ACTOR_NAME, NAMESPACE
+
+    if ray.is_initialized():
+        try:
+            ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE))
+        except ValueError:  # never made in this cluster
+            pass
+
+
 def name(prefix):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
