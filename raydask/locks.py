@@ -1,9 +1,9 @@
 """Lock, Semaphore and MultiLock: named leases shared by clients and tasks.
 
 Leases live in the coordination actor (:mod:`raydask.coordinator`); an
-``acquire`` that must wait waits there, in a thread of the actor's "wait" group.  A lease held by a process
-that dies must not stay taken forever, so, as in Dask, every lease *expires*
-unless its holder refreshes it::
+``acquire`` that must wait waits there, in a thread of the actor's "wait"
+group.  A lease held by a process that dies must not stay taken forever, so,
+as in Dask, every lease *expires* unless its holder refreshes it::
 
     holder process                              coordination actor
     acquire ───────── acquire(name, id) ──────> lease id: expires now + lease_timeout
