@@ -26,7 +26,8 @@ Values are stored as pickled bytes plus the ObjectRefs they contain
 their modules), yet it holds the refs, so Ray keeps a stored Future's data alive.
 
 The actor is *detached*: it outlives the client or task that created it, as
-Dask's scheduler state outlives its clients, and ends with the cluster.  Its
+Dask's scheduler state outlives its clients, and ends with the cluster.  It
+runs on the head node, so scaling workers down never takes it away.  Its
 handle is looked up once per process and cluster and cached.
 """
 
@@ -48,6 +49,7 @@ NAMESPACE = "raydask"
 ACTOR_NAME = "coordination"
 WAITERS = 1000  # threads for blocked calls; more blocked calls than this queue behind them
 WAIT_SLICE = 30.0  # seconds: the longest one waiting call lasts (see wait())
+HEAD = "node:__internal_head__"  # the resource Ray gives the head node
 
 
 class Coordinator:
@@ -102,8 +104,11 @@ def _connect(refresh=False) -> _Connection:
             return _connection
         if _remote_cls is None:
             _remote_cls = ray.remote(num_cpus=0, concurrency_groups={"wait": WAITERS})(Coordinator)
+        # On the head node, which scale-down never removes (Ray gives it this resource);
+        # a cluster without it gets the actor wherever Ray puts it.
+        head = {HEAD: 0.001} if HEAD in ray.cluster_resources() else None
         handle = _remote_cls.options(
-            name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, resources=head,
         ).remote()
         _connection = _Connection(cid, handle)
         return _connection

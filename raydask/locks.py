@@ -186,17 +186,20 @@ class _Refresher:
         self._held: dict = {}  # (store class, name) -> {lease id: lease_timeout}
         self._changed = threading.Event()
         self._thread = None
+        self._due = None  # when the thread will next refresh (monotonic); None: it sleeps until woken
 
     def add(self, store_cls, name, lease_id, lease_timeout):
         if lease_timeout is None:
             return
         with self._lock:
-            shortest = min((t for leases in self._held.values() for t in leases.values()), default=None)
             self._held.setdefault((store_cls, name), {})[lease_id] = lease_timeout
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="raydask-lease-refresher", daemon=True)
                 self._thread.start()
-        if shortest is None or lease_timeout < shortest:  # the schedule changes: wake the thread
+            # wake the thread only if it would refresh too late (an acquire/release pair
+            # in a loop must not wake it every time: measured, that halves the pairs/s)
+            wake = self._due is None or time.monotonic() + lease_timeout / 5 < self._due
+        if wake:
             self._changed.set()
 
     def remove(self, store_cls, name, lease_id):
@@ -212,26 +215,26 @@ class _Refresher:
         for lease_id in list(lease_ids):
             self.remove(store_cls, name, lease_id)
 
-    def _interval(self):
+    def _schedule(self):
+        """When to refresh next (under the lock, so ``add`` sees the schedule it may change)."""
         with self._lock:
             timeouts = [t for leases in self._held.values() for t in leases.values()]
-        return min(timeouts) / 5 if timeouts else None
+            now = time.monotonic()
+            if not timeouts:
+                self._due = None
+            elif self._due is None or self._due > now + min(timeouts) / 5:  # a new, shorter lease: sooner
+                self._due = now + min(timeouts) / 5
+            return self._due, now
 
     def _run(self):
-        due = None  # when the next refresh is due (monotonic); None while no lease is held
         while True:
-            interval = self._interval()
-            now = time.monotonic()
-            if interval is None:
-                due = None
-            elif due is None or due > now + interval:  # a new, shorter lease: sooner
-                due = now + interval
+            due, now = self._schedule()
             self._changed.wait(None if due is None else max(0.0, due - now))
             self._changed.clear()
             if due is None or time.monotonic() < due:
-                continue  # woken by a lease added or removed: only the schedule changed
-            due = None
+                continue  # woken by a lease added: only the schedule changed
             with self._lock:
+                self._due = None
                 batches = [(store, name, list(leases)) for (store, name), leases in self._held.items()]
             if not batches or not ray.is_initialized():
                 continue

@@ -297,6 +297,20 @@ def test_lock_acquire_release(client):
 
 
 @pytest.mark.timeout(60)
+def test_a_live_holder_keeps_its_lease_past_the_timeout(client):
+    """The refresher renews the lease every lease_timeout / 5, also across acquire/release pairs."""
+    lock = Lock(name("lock"), lease_timeout=1)
+    for _ in range(3):  # pairs in a row must not confuse the refresher's schedule
+        assert lock.acquire()
+        lock.release()
+    assert lock.acquire()
+    time.sleep(2.5)
+    assert Lock(lock.name).acquire(blocking=False) is False
+    lock.release()
+    assert Lock(lock.name).acquire(blocking=False) is True
+
+
+@pytest.mark.timeout(60)
 def test_lock_excludes_tasks(client):
     """After distributed/tests/test_locks.py::test_lock: holders never overlap."""
     lock = Lock(name("lock"))
