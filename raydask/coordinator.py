@@ -33,6 +33,7 @@ handle is looked up once per process and cluster and cached.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import pickle
 import threading
@@ -42,8 +43,16 @@ import cloudpickle
 import ray
 import ray.exceptions
 
-__all__ = ["ACTOR_NAME", "NAMESPACE", "WAITERS", "call", "call_async", "check_name", "ensure_connected",
-           "pack", "unpack", "wait", "wait_once"]
+__all__ = [
+    "ACTOR_NAME", "NAMESPACE", "WAITERS", "WaitTimeout", "call", "call_async", "check_name", "ensure_connected",
+    "pack", "unpack", "wait", "wait_once",
+]
+
+if asyncio.TimeoutError is TimeoutError:  # Python 3.11+
+    WaitTimeout = TimeoutError
+else:  # 3.10: Dask raises asyncio.TimeoutError, raydask users catch the builtin: be both
+    class WaitTimeout(asyncio.TimeoutError, TimeoutError):
+        """Raised when a ``Variable.get`` or ``Queue.get``/``put`` runs out of time."""
 
 NAMESPACE = "raydask"
 ACTOR_NAME = "coordination"

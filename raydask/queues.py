@@ -14,7 +14,7 @@ import collections
 import numbers
 import threading
 
-from .coordinator import call, check_name, ensure_connected, pack, unpack, wait
+from .coordinator import WaitTimeout, call, check_name, ensure_connected, pack, unpack, wait
 from .keys import parse_timedelta
 
 __all__ = ["Queue", "QueueStore"]
@@ -169,7 +169,7 @@ class Queue:
         if call(QueueStore, "put", self.name, blob):
             return
         if seconds == 0 or not wait(QueueStore, "wait_put", self.name, blob, timeout=seconds, miss=False):
-            raise TimeoutError(f"Queue {self.name!r} stayed full for {timeout!r}")
+            raise WaitTimeout(f"Queue {self.name!r} stayed full for {timeout!r}")
 
     def get(self, timeout=None, batch=False):
         """Remove and return the first item, waiting up to ``timeout`` seconds for one.
@@ -190,7 +190,7 @@ class Queue:
         if out is None and seconds != 0:
             out = wait(QueueStore, "wait_get", self.name, batch, timeout=seconds)
         if out is None:
-            raise TimeoutError(f"Queue {self.name!r} stayed empty for {timeout!r}")
+            raise WaitTimeout(f"Queue {self.name!r} stayed empty for {timeout!r}")
         if batch is False:
             return unpack(out)
         return [unpack(blob) for blob in out]

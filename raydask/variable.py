@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 
-from .coordinator import call, check_name, ensure_connected, pack, unpack, wait
+from .coordinator import WaitTimeout, call, check_name, ensure_connected, pack, unpack, wait
 from .keys import parse_timedelta
 
 __all__ = ["Variable", "VariableStore"]
@@ -89,7 +89,7 @@ class Variable:
         if blob is None and seconds != 0:
             blob = wait(VariableStore, "wait_get", self.name, timeout=seconds)
         if blob is None:
-            raise TimeoutError(f"Variable {self.name!r} was not set within {timeout!r}")
+            raise WaitTimeout(f"Variable {self.name!r} was not set within {timeout!r}")
         return unpack(blob)
 
     def delete(self):
