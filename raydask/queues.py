@@ -149,12 +149,11 @@ class Queue:
         self.maxsize = _check_maxsize(maxsize)
         self._client = client
         self._created = False
-        self._limit = self.maxsize
 
     def _ready(self):
         ensure_connected(self._client, "Queue")
         if not self._created:
-            self._limit = call(QueueStore, "create", self.name, self.maxsize)
+            call(QueueStore, "create", self.name, self.maxsize)
             self._created = True
 
     def put(self, value, timeout=None):
