@@ -339,6 +339,35 @@ class DaskAPI(_Engine):
             os.remove(path)
         return {"seconds": t, "value": (after - before) * 10_000 / n}
 
+    # -- coordination primitives: one client, small items, calls one after another --
+    def queue_put_get(self, n):
+        """``n`` ``Queue.put`` of small items, then ``n`` ``Queue.get``."""
+        q = self.mod.Queue(f"bench-queue-{self.fresh(n)}", client=self.client)
+        t0 = time.perf_counter()
+        for i in range(n):
+            q.put(i)
+        for _ in range(n):
+            q.get()
+        return {"seconds": time.perf_counter() - t0}
+
+    def lock_pairs(self, n):
+        """``n`` ``Lock.acquire`` + ``release`` pairs on a free lock."""
+        lock = self.mod.Lock(f"bench-lock-{self.fresh(n)}")
+        t0 = time.perf_counter()
+        for _ in range(n):
+            lock.acquire()
+            lock.release()
+        return {"seconds": time.perf_counter() - t0}
+
+    def variable_pairs(self, n):
+        """``n`` ``Variable.set`` + ``get`` pairs of small values."""
+        var = self.mod.Variable(f"bench-variable-{self.fresh(n)}", client=self.client)
+        t0 = time.perf_counter()
+        for i in range(n):
+            var.set(i)
+            var.get()
+        return {"seconds": time.perf_counter() - t0}
+
     def scale_up(self):
         c = self.client
         n0 = len(self._workers())

@@ -77,6 +77,7 @@ JUMP_WINDOW = 3
 
 MAIN = ("raydask", "ray", "dask")
 DASH = ("raydask", "raydask+dashboard")
+COORD = ("raydask", "dask")  # raw Ray has no Queue/Lock/Variable of the same API
 FAST = {"ray": (">=", 0.9)}
 
 
@@ -130,6 +131,15 @@ def rows() -> list[Row]:
                                        "through the client (Ray: ray.util.dask.ray_dask_get)"),
         Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
             about="scatter 100 MB numpy array, a task reading it on the other node, gather it back (2 nodes x 1 CPU)"),
+        Row("queue_put_get", "queue_put_get", COORD, LOCAL, {"n": 10_000}, {"n": 200}, "items/s", True,
+            per_second("n"), {"dask": (">=", 1.0)},
+            about="10,000 Queue.put of small items, then 10,000 Queue.get, from the client"),
+        Row("lock_pairs", "lock_pairs", COORD, LOCAL, {"n": 1000}, {"n": 100}, "pairs/s", True,
+            per_second("n"), {"dask": (">=", 1.0)},
+            about="1,000 Lock.acquire + release pairs on a free lock, from the client"),
+        Row("variable_pairs", "variable_pairs", COORD, LOCAL, {"n": 1000}, {"n": 100}, "pairs/s", True,
+            per_second("n"), {"dask": (">=", 1.0)},
+            about="1,000 Variable.set + get pairs of small values, from the client"),
     ]
     for name in ("submit_rate", "throughput", "round_trip", "chain", "tree", "as_completed", "notebook"):
         base = next(r for r in out if r.id == name)

@@ -9,9 +9,13 @@ from .actor import Actor, ActorFuture, BaseActorFuture
 from .client import Client, fire_and_forget, futures_of
 from .cluster import LocalCluster
 from .errors import CancelledError, FutureCancelledError, KilledWorker, TimeoutError, WorkerStartTimeoutError
+from .events_sync import Event
 from .future import Future
 from .limits import annotate
+from .locks import Lock, MultiLock, Semaphore
 from .progress import progress
+from .queues import Queue
+from .variable import Variable
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .worker import default_client, get_client, get_worker, rejoin, secede, worker_client
 
@@ -24,13 +28,19 @@ __all__ = [
     "BaseActorFuture",
     "CancelledError",
     "Client",
+    "Event",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
     "Future",
     "FutureCancelledError",
     "KilledWorker",
     "LocalCluster",
+    "Lock",
+    "MultiLock",
+    "Queue",
+    "Semaphore",
     "TimeoutError",
+    "Variable",
     "WorkerStartTimeoutError",
     "annotate",
     "as_completed",
