@@ -71,20 +71,22 @@ def test_default_and_get_client_outside_tasks(client):
 
 def test_fire_and_forget_keeps_work_alive(client, tmp_path):
     """The key stays held by the client until the task ends, then is let go."""
-    path = tmp_path / "ran"
+    path, go = tmp_path / "ran", tmp_path / "go"
 
-    def touch(p):
-        time.sleep(0.5)
+    def touch(p, go):
+        while not os.path.exists(go):  # runs until the test has looked (a sleep raced a slow gc)
+            time.sleep(0.01)
         open(p, "w").write("yes")
         return "done"
 
-    f = client.submit(touch, str(path), pure=False)
+    f = client.submit(touch, str(path), str(go), pure=False)
     key = f.key
     fire_and_forget(f)
     del f
     gc.collect()
     assert key not in client.futures
     assert [s.key for s in client._keep_alive] == [key]
+    go.write_text("")
     deadline = time.monotonic() + 20
     while client._keep_alive and time.monotonic() < deadline:
         time.sleep(0.05)
