@@ -941,3 +941,53 @@ def test_async_client_sync_returns_the_coroutine(impl):
     assert arun(impl, body)
     assert impl.client.sync(double, 4) == 8  # a synchronous client runs it to its value
     assert impl.Client.current() is impl.client  # the other client is the default again
+
+
+# -- Dask collections through the client ---------------------------------------------------
+def test_collections_compute_persist_get(impl):
+    dask = need("dask")
+    da = need("dask.array")
+    c = impl.client
+    with dask.config.set(scheduler=c):  # both clients live in this process: say which one
+        _compute_persist_get(impl, dask, da)
+
+
+def _compute_persist_get(impl, dask, da):
+    c = impl.client
+    x = da.arange(40, chunks=10) * 2
+    f = c.compute(x.sum())
+    assert isinstance(f, impl.Future) and f.key.startswith("finalize-")
+    assert f.result() == 2 * sum(range(40))
+    assert c.compute([x.max(), 3], sync=True) == [78, 3]
+    p = c.persist(x)
+    assert type(p) is type(x)
+    futures = impl.futures_of(p)
+    assert len(futures) == 4 and all(isinstance(k.key, tuple) for k in futures)
+    done, _ = impl.wait(p)
+    assert len(done) == 4
+    assert p.sum().compute() == 2 * sum(range(40))
+    assert c.get({"a": 1, "b": (inc, "a")}, ["b"]) == [2]
+    assert dask.compute(dask.delayed(inc)(1)) == (2,)
+
+
+def test_futures_inside_dask_graphs(impl):
+    dask = need("dask")
+    da = need("dask.array")
+    need("pandas")
+    dd = need("dask.dataframe")
+    import pandas as pd
+
+    c = impl.client
+    with dask.config.set(scheduler=c):  # both clients live in this process: say which one
+        _futures_in_graphs(impl, dask, da, dd, pd)
+
+
+def _futures_in_graphs(impl, dask, da, dd, pd):
+    c = impl.client
+    fut = c.submit(inc, 1)
+    assert dask.delayed(inc)(fut).compute() == 3
+    assert c.compute(dask.delayed(add)(fut, 10)).result() == 12
+    frames = [c.submit(pd.DataFrame, {"a": [i, i]}) for i in range(3)]
+    assert dd.from_delayed(frames, meta=pd.DataFrame({"a": [0]})).a.sum().compute() == 6
+    arr = da.from_delayed(c.submit(list, range(4)), shape=(4,), dtype=int)
+    assert arr.sum().compute() == 6
