@@ -61,6 +61,11 @@ def test_compute_keywords_reach_the_tasks(multinode_client):
     assert got == info["node_id"]
     got = c.compute(dask.delayed(node_of)(2), workers=[address]).result()
     assert got == info["node_id"]
+    with pytest.raises(ValueError, match="NOSUCH"):  # resources= are checked as submit's are
+        dask.delayed(inc)(1).compute(resources={"NOSUCH": 1})
+    assert dask.delayed(inc)(1).compute(resources={"CPU": 1}) == 2
+    kept = (da.ones(8, chunks=4) + 5).persist()  # the collection's own .persist() goes to the client
+    assert all(isinstance(f, Future) for f in futures_of(kept)) and len(futures_of(kept)) == 2
 
 
 def test_client_compute_returns_futures_with_dask_keys(multinode_client):
