@@ -22,9 +22,12 @@ import asyncio
 import concurrent.futures
 import threading
 import time
+import weakref
 
 import ray
 import ray.exceptions
+
+from .raycompat import on_completed
 
 __all__ = ["LoopSignal", "LoopThread", "Step", "dispatched", "get", "get_one", "in_loop", "in_thread", "run", "run_call"]
 
@@ -124,14 +127,67 @@ def _timed(awaitable, timeout):
 
 
 def get_one(ref, timeout=None) -> Step:
-    """The value of one ref (``ray.get(ref)`` / ``await ref``)."""
-    if timeout is None:  # an ObjectRef is awaitable itself
-        return Step(lambda: ray.get(ref), lambda: ref)
-    return Step(lambda: ray.get(ref, timeout=timeout), lambda: _timed(_await_ref(ref), timeout))
+    """The value of one ref (``ray.get(ref)`` / awaited through :func:`ref_future`)."""
+    if timeout is None:
+        return Step(lambda: ray.get(ref), lambda: ref_future(ref))
+    return Step(lambda: ray.get(ref, timeout=timeout), lambda: _timed(ref_future(ref), timeout))
 
 
-async def _await_ref(ref):
-    return await ref
+class _Inbox:
+    """Endings of the refs one event loop awaits, handed over in batches.
+
+    Ray's own ``await ref`` wraps a ``concurrent.futures.Future`` per ref and
+    wakes the loop once per ref (``call_soon_threadsafe``).  Here Ray's
+    completion callback only appends to a list; the first append since the
+    last delivery wakes the loop, which then settles every waiting future at
+    once: thousands of concurrent awaits cost a handful of wake-ups.
+    """
+
+    __slots__ = ("loop", "lock", "items", "scheduled", "__weakref__")
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.items: list = []
+        self.scheduled = False
+
+    def deliver(self, future, value) -> None:
+        """On Ray's callback thread: queue ``value`` for ``future`` (never blocks)."""
+        with self.lock:
+            self.items.append((future, value))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop closed: nobody is waiting any more
+            pass
+
+    def _drain(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+            self.scheduled = False
+        for future, value in items:
+            if future.done():  # its awaiting task was cancelled
+                continue
+            if isinstance(value, BaseException):
+                future.set_exception(value)
+            else:
+                future.set_result(value)
+
+
+_inboxes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def ref_future(ref) -> asyncio.Future:
+    """An asyncio future of ``ref``'s value (or its Ray error), set through this loop's inbox."""
+    loop = asyncio.get_running_loop()
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        inbox = _inboxes[loop] = _Inbox(loop)
+    future = loop.create_future()
+    on_completed(ref, lambda value, future=future, inbox=inbox: inbox.deliver(future, value))
+    return future
 
 
 def get(refs, timeout=None) -> Step:
@@ -141,7 +197,7 @@ def get(refs, timeout=None) -> Step:
     async def wait():
         if not refs:
             return []
-        return await _timed(asyncio.gather(*refs), timeout)
+        return await _timed(asyncio.gather(*[ref_future(r) for r in refs]), timeout)
 
     return Step(lambda: ray.get(refs, timeout=timeout), wait)
 
