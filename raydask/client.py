@@ -369,11 +369,14 @@ class Client:
             func = limits.Limited(func, limit)
         return Future(self._submit(func, key, args, kwargs, options, priority, fifo_timeout, named), self)
 
-    def _submit(self, func, key, args, kwargs, options, priority, fifo_timeout="100 ms", named=False):
-        """Submit one task under ``key``; ``named``: the user chose the key, so Ray's task gets it as name."""
+    def _submit(self, func, key, args, kwargs, options, priority, fifo_timeout="100 ms", named=False,
+                name=None):
+        """Submit one task under ``key``; ``named``: the user chose the key, so Ray's task gets it as
+        name; else ``name`` (None: the function's name)."""
         packed, refs, deps = pack(args, kwargs, Future)
         # the user's own key names the Ray task (get_worker().get_current_task() reads it)
-        name = (key if type(key) is str else str(key)) if named else None
+        if named:
+            name = key if type(key) is str else str(key)
         dep_keys = tuple(d.key for d in deps)
         gate = self._gate
         if gate is None and priority is not None:

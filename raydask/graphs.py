@@ -23,6 +23,7 @@ Only this module imports dask, and only when a collection reaches the client;
 from __future__ import annotations
 
 from .future import Future, FutureState
+from .keys import key_split
 from .structure import is_dask_collection
 
 __all__ = ["compute", "get", "is_collection", "persist", "submit_graph", "use_as_dask_scheduler"]
@@ -117,7 +118,10 @@ def submit_graph(client, dsk, keys, options=None, priority=None, fifo_timeout="1
             node = _futures_as_dependencies(node)
             dep_keys = list(node.dependencies)
             deps = [dependency(d) for d in dep_keys]
-            state = client._submit(run_node, key, (node, dep_keys, *deps), {}, options, priority, fifo_timeout)
+            # Ray's task is named after the key's prefix ('sum', 'from-pandas'): Dask's groups,
+            # and few distinct names (a name per key stalls Ray's metrics; RAY-NOTES)
+            state = client._submit(run_node, key, (node, dep_keys, *deps), {}, options, priority, fifo_timeout,
+                                   name=key_split(key))
             futures[key] = Future(state, client)
     return {k: futures[k] if k in futures else dependency(k) for k in keys}
 

@@ -193,3 +193,18 @@ def test_publish_a_persisted_collection_and_get_it_back(multinode_client):
         assert back.sum().compute() == 2 * sum(range(40))
     finally:
         c.unpublish_dataset("doubled")
+
+
+def current_task(_=None):
+    from raydask import get_worker
+
+    return get_worker().get_current_task()
+
+
+def test_graph_tasks_are_named_after_their_key_prefix_in_ray(multinode_client):
+    """Ray's own view (its dashboard, ``ray list tasks``) groups them as Dask does."""
+    d = dask.delayed(current_task)(1, dask_key_name="probe-task-0123456789abcdef")  # Dask's key shape
+    assert d.compute() == "probe-task"
+    blocks = da.ones(4, chunks=2).map_blocks(  # an array's tasks too: 'lambda', not 'run_node'
+        lambda b: np.array([current_task()] * len(b), dtype=object), dtype=object)
+    assert set(blocks.compute().tolist()) == {"lambda"}
