@@ -9,9 +9,9 @@ sent what came of it.  :func:`run` drives the generator either way::
     steps ──► run(steps, asynchronous=False) ──► step.block()   (ray.get, thread waits)
           └─► run(steps, asynchronous=True)  ──► await step.wait()  (await ref, loop futures)
 
-Awaiting costs no thread: an ``ObjectRef`` is awaitable (Ray resolves it from
-its own I/O thread), and a state change reaches the loop through
-``call_soon_threadsafe`` from the callback that records it.  Only a call that
+Awaiting costs no thread: Ray's completion callback hands a ref's value to the
+loop's inbox (:func:`ref_future`, one wake-up per batch), and a state change
+reaches the loop through ``call_soon_threadsafe`` from the callback that records it.  Only a call that
 blocks in Ray or in the OS (``close``, starting a cluster) runs in a worker
 thread of the loop, once per call, never once per future.
 """
@@ -29,7 +29,7 @@ import ray.exceptions
 
 from .raycompat import on_completed
 
-__all__ = ["LoopSignal", "LoopThread", "Step", "dispatched", "get", "get_one", "in_loop", "in_thread", "run", "run_call"]
+__all__ = ["LoopSignal", "LoopThread", "StartOnce", "Step", "dispatched", "get", "get_one", "in_loop", "run", "run_call"]
 
 
 def in_loop() -> bool:
@@ -265,9 +265,18 @@ def dispatched(states, timeout=None) -> Step:
     return Step(block, wait)
 
 
-def in_thread(fn, *args) -> Step:
-    """A call that blocks: made directly, or awaited in a worker thread of the loop."""
-    return Step(lambda: fn(*args), lambda: asyncio.to_thread(fn, *args))
+class StartOnce:
+    """A start that blocks (Ray's nodes take seconds), run once in a worker thread of
+    the loop however many coroutines await it (``await client``, ``async with``)."""
+
+    def __init__(self, start):
+        self._start = start
+        self._task = None
+
+    async def __call__(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(asyncio.to_thread(self._start))
+        await asyncio.shield(self._task)
 
 
 class LoopThread:

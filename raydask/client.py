@@ -26,7 +26,7 @@ import ray
 import ray.exceptions
 
 from . import actor, arguments, datasets, limits, structure
-from .awaiting import LoopThread, dispatched, get, get_one, in_loop, in_thread, run, run_call
+from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
 from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
 from .errors import FutureCancelledError, unwrap
@@ -112,7 +112,7 @@ class Client:
         self._dashboard = None
         self._settler = None
         self._loop_thread = None  # runs Client.sync's coroutines for a synchronous client
-        self._starting = None  # the asynchronous start, while it runs
+        self._starting = StartOnce(self._start) if asynchronous else None  # ``await client`` runs it
         self._dask_config = None  # made Dask's default scheduler (raydask.graphs), undone on close
         self.cluster = None
         self._startup = (address, cluster_kwargs, dashboard_address, dashboard_max_tasks, set_as_default)
@@ -140,19 +140,15 @@ class Client:
         if set_as_default:  # Dask's collections compute here while this is the default client
             from .graphs import use_as_dask_scheduler
 
-            self._dask_config = use_as_dask_scheduler(self)
+            self._dask_config = use_as_dask_scheduler(self, in_task=_context.in_task())
 
     # -- the asynchronous client: ``await Client(asynchronous=True)`` -------------------
     def __await__(self):
         return self._started().__await__()
 
     async def _started(self):
-        if self.status_enum is ClientStatus.NEWLY_CREATED and self._startup is not None:
-            if self._starting is None:  # starting Ray blocks for seconds: not on the loop
-                self._starting = asyncio.ensure_future(asyncio.to_thread(self._start))
-            await asyncio.shield(self._starting)
-        elif self._starting is not None:
-            await asyncio.shield(self._starting)
+        if self._starting is not None and self.status_enum is not ClientStatus.CLOSED:
+            await self._starting()
         return self
 
     async def __aenter__(self):

@@ -34,7 +34,7 @@ import ray
 
 from . import raycompat
 from .arguments import check_cluster_options
-from .awaiting import in_loop, run_call
+from .awaiting import StartOnce, in_loop, run_call
 from .keys import format_bytes, parse_timedelta
 
 __all__ = ["Adaptive", "LocalCluster", "RayCluster", "local_ray_addresses", "worker_table"]
@@ -316,7 +316,7 @@ class LocalCluster(_ClusterBase):
         self.node_start_times: list[float] = []
         self.status = ClusterStatus.CREATED
         self._asynchronous = bool(asynchronous)
-        self._booting = None
+        self._booting = StartOnce(self._boot)
         self._n_workers = n_workers
         if not asynchronous:  # asynchronous: ``await cluster`` (or ``async with``) starts it
             self._boot()
@@ -332,11 +332,8 @@ class LocalCluster(_ClusterBase):
 
     async def _started(self):
         """Start off the event loop (Ray's nodes take seconds); once, however often awaited."""
-        if self.status is ClusterStatus.CREATED:
-            with self._lock:
-                if self._booting is None:
-                    self._booting = asyncio.ensure_future(asyncio.to_thread(self._boot))
-            await asyncio.shield(self._booting)
+        if self.status is ClusterStatus.CREATED:  # not yet booted by a Client handed this cluster
+            await self._booting()
         return self
 
     async def __aenter__(self):

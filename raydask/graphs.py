@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from .future import Future, FutureState
 from .keys import key_split
-from .structure import is_dask_collection
+from .structure import futures_of, is_dask_collection
 
 __all__ = ["compute", "get", "is_collection", "persist", "submit_graph", "use_as_dask_scheduler"]
 
@@ -191,21 +191,10 @@ def _lift(x, found: dict, inner_key=None):
     if isinstance(x, (list, tuple, set, frozenset, dict)) and _holds_future(x):
         from dask._task_spec import parse_input
 
-        for f in _futures_in(x):
+        for f in futures_of(x, Future):
             found[f.key] = f
         return parse_input(x)  # Dask's own containers, each Future an Alias of its key
     return x
-
-
-def _futures_in(x):
-    if isinstance(x, Future):
-        yield x
-    elif isinstance(x, dict):
-        for v in x.values():
-            yield from _futures_in(v)
-    elif isinstance(x, (list, tuple, set, frozenset)):
-        for v in x:
-            yield from _futures_in(v)
 
 
 def _alias(client, key, target: Future, options, priority, fifo_timeout) -> Future:
@@ -272,17 +261,25 @@ def persist(client, collections: list, optimize_graph=True, options=None, priori
     return list(dask.persist(*collections, scheduler=schedule, optimize_graph=optimize_graph))
 
 
-def use_as_dask_scheduler(client):
+def use_as_dask_scheduler(client, in_task=False):
     """Make ``client.get`` Dask's scheduler; return the config change (``__exit__`` undoes it),
-    or None when dask is not installed."""
-    import importlib.util
+    or None when dask is not installed.
 
+    Importing dask takes about a third of a second here: a driver pays it once
+    (beside seconds of cluster start), but a client made inside a task (``get_client()``)
+    only hooks in when the task's process has imported dask already, as one
+    running a graph task has.
+    """
+    import importlib.util
+    import sys
+
+    if in_task and "dask" not in sys.modules:
+        return None
     if importlib.util.find_spec("dask") is None:
         return None
     import dask.config
 
-    change = dask.config.set(scheduler=client.get)
-    return change
+    return dask.config.set(scheduler=client.get)
 
 
 def is_collection(x) -> bool:

@@ -14,6 +14,8 @@ import uuid
 
 import pytest
 
+from conftest import need
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -176,7 +178,7 @@ def test_second_client_reads_and_publishes(client, names):
 def test_published_future_outlives_its_client(client, names):
     """Dask's scheduler keeps published keys after their client left; Ray objects die with
     their owner, so the store must own a copy: the publisher's process has exited here."""
-    np = pytest.importorskip("numpy")
+    np = need("numpy")
     a = names()
     second_client(client, f"""
         import numpy as np
