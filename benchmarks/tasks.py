@@ -76,3 +76,33 @@ class Counter:
     def increment(self):
         self.n += 1
         return self.n
+
+
+class Registry:
+    """Raw Ray's floor for the coordination rows: the smallest actor a Ray user would
+    write for a lock and a variable (a dict behind a lock; ``acquire`` never waits here,
+    the lock is free).  Threaded, as any actor whose calls may block must be."""
+
+    def __init__(self):
+        import threading
+
+        self.values, self.held, self.lock = {}, set(), threading.Lock()
+
+    def set(self, name, value):
+        with self.lock:
+            self.values[name] = value
+
+    def get(self, name):
+        with self.lock:
+            return self.values.get(name)
+
+    def acquire(self, name):
+        with self.lock:
+            if name in self.held:
+                return False
+            self.held.add(name)
+            return True
+
+    def release(self, name):
+        with self.lock:
+            self.held.discard(name)
