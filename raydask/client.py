@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import ray
 import ray.exceptions
 
-from . import actor, arguments, datasets, limits, structure
+from . import actor, arguments, datasets, limits, metadata, structure
 from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
 from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
@@ -36,6 +36,7 @@ from .executor import ClientExecutor
 from .records import TaskRecord
 from .future import Future, FutureState, Settler, Status, _result_steps, notify, quick
 from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
+from .messages import Listener
 from .scheduling import (
     Dispatcher, TaskSpec, _nbytes, call_args, install_upload, node_has, node_resources, pack,
     placement_options, harvest, outcomes, refresh, run_on_nodes, task_options,
@@ -116,6 +117,7 @@ class Client:
         self._dashboard = None
         self._settler = None
         self._loop_thread = None  # runs Client.sync's coroutines for a synchronous client
+        self._listener = None  # raydask.messages.Listener from the first task on (False inside a task)
         self._starting = StartOnce(self._start) if asynchronous else None  # ``await client`` runs it
         self._dask_config = None  # made Dask's default scheduler (raydask.graphs), undone on close
         self.cluster = None
@@ -381,6 +383,8 @@ class Client:
                 name=None):
         """Submit one task under ``key``; ``named``: the user chose the key, so Ray's task gets it as
         name; else ``name`` (None: the function's name)."""
+        if self._listener is None:
+            self._listen()
         packed, refs, deps = pack(args, kwargs, Future)
         # the user's own key names the Ray task (get_worker().get_current_task() reads it)
         if named:
@@ -424,6 +428,15 @@ class Client:
                         del self._states[key]
                 raise state.exception
         return state
+
+    def _listen(self) -> None:
+        """Show what tasks ``raydask.print`` and ``raydask.warn`` from now on (raydask.messages).
+
+        Not inside a task: there the text goes to the worker's log already.
+        """
+        with self._lock:
+            if self._listener is None:
+                self._listener = False if _context.in_task() else Listener()
 
     def _start_gate(self):
         """Hold tasks client-side from now on, to start them by priority (raydask.priority)."""
@@ -785,6 +798,28 @@ class Client:
             ref, receipt = self._dispatcher.submit(spec.func, spec.packed, spec.top_level(), spec.options,
                                                    spec.name)
             st.retried(ref, receipt)
+
+    # -- metadata shared by the cluster (raydask.metadata) -----------------------------
+    def set_metadata(self, key, value):
+        """Store a small ``value`` for every client and task of the cluster to read.
+
+        ``key`` is a key, or a list of keys: a path into nested dicts, made on
+        demand (``set_metadata(["a", "b"], 1)`` then ``get_metadata("a") == {"b": 1}``).
+
+        Differences from dask.distributed:
+            Kept in raydask's coordination actor, not on a scheduler; any picklable
+            value is accepted (Dask: msgpack-encodable ones), but a path reaches
+            only into dicts and lists of plain values.
+        """
+        return run_call(lambda: metadata.set_metadata(self, key, value), self.asynchronous, blocking=True)
+
+    def get_metadata(self, keys, default=metadata.no_default):
+        """The value stored under ``keys`` (a key, or a list or tuple: a path).
+
+        Raises:
+            KeyError: if nothing is stored there and no ``default`` is given.
+        """
+        return run_call(lambda: metadata.get_metadata(self, keys, default), self.asynchronous, blocking=True)
 
     # -- debugging failed tasks here (Dask's recreate_tasks) ---------------------------
     def recreate_error_locally(self, future):
@@ -1171,6 +1206,8 @@ class Client:
         for thread in threads:
             thread.join(timeout=FORCE_GRACE + 5)
         self._settler.close()
+        if self._listener:
+            self._listener.close()
         if self._loop_thread is not None:
             self._loop_thread.close()
         self._dispatcher.clear()
