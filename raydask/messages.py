@@ -11,11 +11,12 @@ events through a store in the coordination actor (:mod:`raydask.coordinator`)::
     client: raydask-messages thread ──> wait_once(MessageStore, "since", n, t, 30 s)
               └─ each new event: builtins.print(...) / warnings.warn(...) in the client
 
-A client listens from its first task on (a client that never submits costs
-nothing) and sees every event published since it was made, by tasks of any
-client of the cluster, as every Dask client sees the topic.  A long poll, not
-a loop of sleeps: the actor answers as soon as an event arrives, and closing
-the client wakes it.  Outside a task both are the builtins.
+A client listens from its first task on and sees every event published since
+then, by tasks of any client of the cluster, as every Dask client sees the
+topic.  It never makes the actor itself (see :class:`Listener`); once the actor
+exists, it is a long poll, not a loop of sleeps: the actor answers as soon as
+an event arrives, and closing the client wakes it.  Outside a task both are the
+builtins.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import warnings
 import cloudpickle
 
 from .context import in_task
-from .coordinator import call, call_async, wait_once
+from .coordinator import call, call_on, existing, send_on
 
 __all__ = ["Listener", "MessageStore", "print", "warn"]
 
@@ -41,6 +42,7 @@ logger = logging.getLogger("raydask")
 
 KEEP = 1000  # events the actor keeps for clients that fall behind
 POLL = 30.0  # seconds one long poll lasts at most
+LOOKUP = 1.0  # seconds between looking for the coordination actor while there is none
 
 
 class MessageStore:
@@ -113,29 +115,47 @@ def warn(message, category=UserWarning, stacklevel=1, source=None):
 
 # -- in the client ----------------------------------------------------------------------
 class Listener:
-    """The client's ``raydask-messages`` thread: shows the events tasks publish."""
+    """The client's ``raydask-messages`` thread: shows the events tasks publish.
+
+    It never makes the coordination actor: until a task (or a primitive) has made
+    it, the thread looks it up once a second (Ray tells nobody when a named actor
+    appears), so a client whose tasks never print costs one name lookup a second
+    and no actor.  Events are kept in the actor with their time, so those
+    published before the thread found it are shown too.
+    """
 
     def __init__(self, name="raydask-messages"):
         self._since = time.time()
         self._stop = threading.Event()
+        self._conn = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self):
         epoch, after = None, 0
         while not self._stop.is_set():
+            if self._conn is None:
+                try:
+                    self._conn = existing()
+                except Exception:  # noqa: BLE001 - Ray going away under a closing client
+                    self._conn = None
+                if self._conn is None:
+                    if self._stop.wait(LOOKUP):
+                        return
+                    continue
             try:
-                new_epoch, last, events = wait_once(MessageStore, "since", after, self._since, POLL)
-            except Exception:  # noqa: BLE001 - Ray going away under a closing client, or a hiccup
-                if self._stop.wait(1.0):
-                    return
+                new_epoch, last, events = call_on(self._conn, "wait", MessageStore, "since", after, self._since,
+                                                  POLL)
+            except Exception:  # noqa: BLE001 - the actor died, or Ray is going away: look it up again
+                self._conn = None
                 logger.debug("message listener: the coordination actor did not answer", exc_info=True)
                 continue
-            if new_epoch != epoch and epoch is not None:  # a new actor: its numbers start again
-                after = 0
+            if new_epoch != epoch:  # another actor than before (or the first): its numbers start at 1
+                if epoch is not None and after > 0:
+                    epoch, after = new_epoch, 0
+                    continue
                 epoch = new_epoch
-                continue
-            epoch, after = new_epoch, last
+            after = last
             for _, _, topic, payload in events:
                 if self._stop.is_set():
                     return
@@ -145,11 +165,14 @@ class Listener:
                     logger.exception("could not show a task's %s message", topic)
 
     def close(self, timeout=5.0):
+        """Stop and join the thread (a waiting poll is answered at once)."""
         self._stop.set()
-        try:
-            call_async(MessageStore, "wake")
-        except Exception:  # noqa: BLE001 - Ray is gone already: the poll ends with it
-            pass
+        conn = self._conn
+        if conn is not None:
+            try:
+                send_on(conn, "call", MessageStore, "wake")
+            except Exception:  # noqa: BLE001 - Ray or the actor is gone already: the poll ends with it
+                pass
         self._thread.join(timeout)
 
 

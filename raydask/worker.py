@@ -51,7 +51,12 @@ def worker_client(timeout=None, separate_thread=True):
     yield get_client(timeout=timeout)
 
 
-local_client = worker_client  # Dask's old name for it, still exported by distributed
+def local_client(*args, **kwargs):
+    """Dask's old name for :func:`worker_client`: warns, as Dask's does, and gives it."""
+    import warnings
+
+    warnings.warn("local_client has moved to worker_client")
+    return worker_client(*args, **kwargs)
 
 
 context.client_factory = get_client  # Future.client in a task process makes its client here
