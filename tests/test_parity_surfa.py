@@ -23,7 +23,13 @@ from collections import OrderedDict, defaultdict, namedtuple
 
 import pytest
 
+import test_parity
+import test_parity_coordination
 from conftest import need
+
+distributed_client = test_parity.distributed_client  # Dask's in-process client, module-scoped
+# stop the coordination actor after this module (metadata and print make it): the shared cluster goes on as it was
+no_coordination_actor_afterwards = test_parity_coordination.no_coordination_actor_afterwards
 
 pytestmark = [pytest.mark.parity, pytest.mark.timeout(90)]
 
@@ -158,14 +164,6 @@ def another_client(impl):
     return impl.mod.Client(dashboard_address=None, set_as_default=False)  # joins this process's Ray
 
 
-@pytest.fixture(scope="module")
-def distributed_client():
-    distributed = need("distributed")
-    client = distributed.Client(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None)
-    yield client
-    client.close()
-
-
 @pytest.fixture(params=["distributed", "raydask"])
 def impl(request):
     """The implementation under test: its module, its name and a running client."""
@@ -175,22 +173,6 @@ def impl(request):
     client = request.getfixturevalue("distributed_client" if request.param == "distributed" else "client")
     mod = importlib.import_module(request.param)
     return types.SimpleNamespace(name=request.param, module=request.param, mod=mod, client=client, wait=mod.wait)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_coordination_actor_afterwards():
-    """Stop the coordination actor after this module, as test_parity_coordination does: the
-    shared cluster goes on as it was (metadata and print make it)."""
-    yield
-    import ray
-
-    from raydask.coordinator import ACTOR_NAME, NAMESPACE
-
-    if ray.is_initialized():
-        try:
-            ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE))
-        except ValueError:  # never made in this cluster
-            pass
 
 
 # -- 1. Future.retry -------------------------------------------------------------------------
