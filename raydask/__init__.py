@@ -13,11 +13,12 @@ from .events_sync import Event
 from .future import Future
 from .limits import annotate
 from .locks import Lock, MultiLock, Semaphore
+from .messages import print, warn  # noqa: A004 - Dask's names: print and warn in tasks reach the client
 from .progress import progress
 from .queues import Queue
 from .variable import Variable
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
-from .worker import default_client, get_client, get_worker, rejoin, secede, worker_client
+from .worker import default_client, get_client, get_worker, local_client, rejoin, secede, worker_client
 
 __version__ = "0.1.0"
 
@@ -49,9 +50,12 @@ __all__ = [
     "futures_of",
     "get_client",
     "get_worker",
+    "local_client",
+    "print",
     "progress",
     "rejoin",
     "secede",
     "wait",
+    "warn",
     "worker_client",
 ]

@@ -11,6 +11,7 @@ dashboard.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 import logging
@@ -25,22 +26,26 @@ from collections.abc import Iterator
 import ray
 import ray.exceptions
 
-from . import actor, arguments, datasets, limits, structure
+from . import actor, arguments, datasets, limits, metadata, structure
 from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
 from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
-from .errors import FutureCancelledError, unwrap
+from .errors import ClosedClientError, FutureCancelledError, unwrap
 from .events import EventLog
 from .executor import ClientExecutor
 from .records import TaskRecord
 from .future import Future, FutureState, Settler, Status, _result_steps, notify, quick
 from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
+from .messages import Listener
 from .scheduling import (
-    Dispatcher, _nbytes, call_args, install_upload, node_has, node_resources, pack, placement_options,
-    harvest, outcomes, refresh, run_on_nodes, task_options,
+    Dispatcher, TaskSpec, _nbytes, call_args, install_upload, node_has, node_resources, pack,
+    placement_options, harvest, outcomes, refresh, run_on_nodes, task_options,
 )
 
-__all__ = ["Client", "fire_and_forget", "futures_of"]
+__all__ = [
+    "ClosedClientError", "Client", "ensure_default_client", "fire_and_forget", "futures_of",
+    "temp_default_client",
+]
 
 logger = logging.getLogger("raydask")
 
@@ -112,6 +117,7 @@ class Client:
         self._dashboard = None
         self._settler = None
         self._loop_thread = None  # runs Client.sync's coroutines for a synchronous client
+        self._listener = None  # raydask.messages.Listener from the first task on (False inside a task)
         self._starting = StartOnce(self._start) if asynchronous else None  # ``await client`` runs it
         self._dask_config = None  # made Dask's default scheduler (raydask.graphs), undone on close
         self.cluster = None
@@ -293,8 +299,16 @@ class Client:
     def __exit__(self, *exc):
         self._close()
 
-    def _check_running(self):
+    def _check_running(self, graph=False):
+        """Raise unless the client runs; ``graph``: the call sends tasks (Dask's "update-graph").
+
+        Raises:
+            ClosedClientError: for ``graph`` calls on a closing or closed client, as Dask.
+            RuntimeError: otherwise.
+        """
         if self.status_enum is not ClientStatus.RUNNING:
+            if graph and self.status_enum in (ClientStatus.CLOSING, ClientStatus.CLOSED):
+                raise ClosedClientError(f"Client is {self.status}. Can't send update-graph message.")
             raise RuntimeError(f"cannot schedule new futures: the client is {self.status}")
 
     # -- refcounting: a key lives while a Future of it does ------------------------
@@ -335,7 +349,7 @@ class Client:
         """
         if not callable(func):
             raise TypeError(f"First input to submit must be a callable function, got {func!r}")
-        self._check_running()
+        self._check_running(graph=True)
         if not (workers is None and resources is None and retries is None
                 and (priority is None or type(priority) is int)
                 and fifo_timeout == "100 ms" and allow_other_workers is False and actor is False
@@ -369,6 +383,8 @@ class Client:
                 name=None):
         """Submit one task under ``key``; ``named``: the user chose the key, so Ray's task gets it as
         name; else ``name`` (None: the function's name)."""
+        if self._listener is None:
+            self._listen()
         packed, refs, deps = pack(args, kwargs, Future)
         # the user's own key names the Ray task (get_worker().get_current_task() reads it)
         if named:
@@ -382,6 +398,7 @@ class Client:
             state = FutureState(key, ref, receipt, dep_keys, tuple(deps), priority)
         else:
             state = FutureState(key, None, None, dep_keys, tuple(deps), priority, held=True)
+        state.spec = TaskSpec(func, packed, args, deps, options, name)  # for retry and recreate_*_locally
         with self._lock:
             self._states[key] = state
         events = self._events
@@ -411,6 +428,15 @@ class Client:
                         del self._states[key]
                 raise state.exception
         return state
+
+    def _listen(self) -> None:
+        """Show what tasks ``raydask.print`` and ``raydask.warn`` from now on (raydask.messages).
+
+        Not inside a task: there the text goes to the worker's log already.
+        """
+        with self._lock:
+            if self._listener is None:
+                self._listener = False if _context.in_task() else Listener()
 
     def _start_gate(self):
         """Hold tasks client-side from now on, to start them by priority (raydask.priority)."""
@@ -484,7 +510,7 @@ class Client:
                 "Dask no longer supports mapping over Iterators or Queues. "
                 "Consider using a normal for loop and Client.submit"
             )
-        self._check_running()
+        self._check_running(graph=True)
         for it in iterables:
             if not hasattr(it, "__iter__"):
                 raise TypeError(f"map expects iterables after the function, got {it!r}")
@@ -528,7 +554,7 @@ class Client:
         """
         from . import graphs
 
-        self._check_running()
+        self._check_running(graph=True)
         options = self._options(workers, resources, retries, allow_other_workers)
         single = not isinstance(collections, (list, tuple, set, frozenset))
         items = [collections] if single else list(collections)
@@ -542,7 +568,7 @@ class Client:
         """Start computing Dask collections; return the same collections, their keys now Futures."""
         from . import graphs
 
-        self._check_running()
+        self._check_running(graph=True)
         options = self._options(workers, resources, retries, allow_other_workers)
         single = not isinstance(collections, (list, tuple, set, frozenset))
         items = [collections] if single else list(collections)
@@ -560,7 +586,7 @@ class Client:
         """
         from . import graphs
 
-        self._check_running()
+        self._check_running(graph=True)
         options = self._options(workers, resources, retries, allow_other_workers)
         futures = graphs.get(self, dsk, keys, options, priority, fifo_timeout)
         return self.gather(futures, asynchronous=asynchronous) if sync else futures
@@ -722,6 +748,148 @@ class Client:
                     pass
         if force and interrupted:
             self._force_later(interrupted)
+
+    def retry(self, futures, asynchronous=None):
+        """Run failed futures' tasks again, under the same keys (Dask's ``Client.retry``).
+
+        As Dask's scheduler does, a future that failed because an input failed
+        retries that input (and so on up the chain), and the failed futures of
+        this client that depend on a retried one run again too.  Futures that
+        have not failed are left as they are.
+
+        Differences from dask.distributed:
+            A retried task goes to Ray at once, past a priority gate
+            (:mod:`raydask.priority`); retrying a finished future does nothing
+            (Dask's status reads ``lost`` and then recomputes it).
+        """
+        states = {}
+        for f in futures_of(futures):
+            states.setdefault(f.key, f._state)
+        return run_call(lambda: self._retry(list(states.values())), self._use_async(asynchronous))
+
+    def _retry(self, states) -> None:
+        order, seen = [], set()
+
+        def roots_first(st):  # the failed inputs before the task itself, as Dask's scheduler walks them
+            if id(st) in seen or st.spec is None or not _failed(st):
+                return
+            seen.add(id(st))
+            for dep in st.spec.deps:
+                roots_first(dep)
+            order.append(st)
+
+        for st in states:
+            roots_first(st)
+        with self._lock:
+            failed = [st for st in self._states.values() if st.spec is not None and st.deps
+                      and st.status in (Status.ERROR, Status.LOST) and id(st) not in seen]
+        keys = {st.key for st in order}
+        grew = True
+        while grew:  # failed dependents of what runs again, in submission order
+            grew = False
+            for st in failed:
+                if id(st) not in seen and any(k in keys for k in st.deps):
+                    seen.add(id(st))
+                    keys.add(st.key)
+                    order.append(st)
+                    grew = True
+        for st in order:
+            spec = st.spec
+            ref, receipt = self._dispatcher.submit(spec.func, spec.packed, spec.top_level(), spec.options,
+                                                   spec.name)
+            st.retried(ref, receipt)
+
+    # -- metadata shared by the cluster (raydask.metadata) -----------------------------
+    def set_metadata(self, key, value):
+        """Store a small ``value`` for every client and task of the cluster to read.
+
+        ``key`` is a key, or a list of keys: a path into nested dicts, made on
+        demand (``set_metadata(["a", "b"], 1)`` then ``get_metadata("a") == {"b": 1}``).
+
+        Differences from dask.distributed:
+            Kept in raydask's coordination actor, not on a scheduler; any picklable
+            value is accepted (Dask: msgpack-encodable ones), but a path reaches
+            only into dicts and lists of plain values.
+        """
+        return run_call(lambda: metadata.set_metadata(self, key, value), self.asynchronous, blocking=True)
+
+    def get_metadata(self, keys, default=metadata.no_default):
+        """The value stored under ``keys`` (a key, or a list or tuple: a path).
+
+        Raises:
+            KeyError: if nothing is stored there and no ``default`` is given.
+        """
+        return run_call(lambda: metadata.get_metadata(self, keys, default), self.asynchronous, blocking=True)
+
+    # -- debugging failed tasks here (Dask's recreate_tasks) ---------------------------
+    def recreate_error_locally(self, future):
+        """Run the task to blame for ``future``'s failure here, in this process, so it raises here.
+
+        The task to blame is the one that raised: ``future``'s own, or, if it failed
+        because an input failed, that input's (up the chain).  Its inputs' results
+        are fetched from the cluster, and its function is called with them, so a
+        debugger (``%pdb``, ``pdb.runcall``) stops in the user's code.
+
+        Args:
+            future: a Future, or a collection (or persisted Dask collection) holding some.
+        Raises:
+            ValueError: if none of the futures failed ("No errored futures passed", as Dask).
+        """
+        states = self._settled(future)
+        failed = [st for st in states if st.status in (Status.ERROR, Status.LOST)]
+        if not failed:
+            raise ValueError("No errored futures passed")
+        st = failed[0]
+        while st.spec is not None:  # Dask's exception_blame: follow failed inputs to the one that raised
+            dep = next((d for d in st.spec.deps if _failed(d)), None)
+            if dep is None:
+                break
+            st = dep
+        return self._run_here(st)
+
+    def recreate_task_locally(self, future):
+        """Run ``future``'s task here, with its inputs' results from the cluster; return its result.
+
+        Differences from dask.distributed:
+            raydask keeps a task's function and arguments only until it finishes
+            (so the data of its inputs is not held longer than Ray holds it): for
+            a task that finished this raises ``ValueError``; use it on pending or
+            failed tasks.
+        """
+        if not isinstance(future, Future):
+            raise TypeError(f"recreate_task_locally expects a Future, got {future!r}")
+        (st,) = self._settled(future)
+        return self._run_here(st)
+
+    def _settled(self, futures) -> list:
+        """The states of the futures in ``futures``, each waited for until it ended."""
+        if isinstance(futures, Future):
+            futures = [futures]
+        states = {}
+        for f in futures_of(futures):
+            states.setdefault(f.key, f._state)
+        states = list(states.values())
+        held = [st for st in states if st.ref is None and st.status is Status.PENDING]
+        for st in held:
+            st.wait_dispatched()
+        refresh(states, timeout=None)
+        return states
+
+    def _run_here(self, st):
+        spec = st.spec
+        if spec is None:
+            raise ValueError(
+                f"cannot recreate {st.key!r} locally: its task {st.status.value}, and raydask keeps a "
+                "task's function and arguments only while it is pending or failed")
+        try:
+            values = ray.get([d.ref for d in spec.deps])
+        except ray.exceptions.RayError as err:
+            raise unwrap(err) from None
+        args, kwargs = spec.local_call(values)
+        func = spec.func.func if isinstance(spec.func, limits.Limited) else spec.func  # no time limit here
+        from .calling import call
+
+        return call(func, args, kwargs)
 
     def _force_later(self, states) -> None:
         """Kill the worker processes of ``states``' tasks still running after the grace period."""
@@ -1038,6 +1206,8 @@ class Client:
         for thread in threads:
             thread.join(timeout=FORCE_GRACE + 5)
         self._settler.close()
+        if self._listener:
+            self._listener.close()
         if self._loop_thread is not None:
             self._loop_thread.close()
         self._dispatcher.clear()
@@ -1125,6 +1295,28 @@ def _substitute(obj, values, bad):
     if isinstance(obj, list) and bad:
         obj = [v for v in obj if not (isinstance(v, Future) and v.key in bad)]
     return structure.walk(obj, lambda x: values.get(x.key) if isinstance(x, Future) else structure.KEEP)
+
+
+def ensure_default_client(client):
+    """Make ``client`` the default client (``distributed.client.ensure_default_client``)."""
+    _context.set_default(client)
+
+
+@contextlib.contextmanager
+def temp_default_client(c):
+    """The default client is ``c`` inside the ``with`` block, the previous one again after it.
+
+    As Dask's (meant for tests; not thread- or task-local).
+
+    Raises:
+        ValueError: if there is no default client to go back to, as Dask.
+    """
+    old = _context.default_client()
+    _context.set_default(c)
+    try:
+        yield
+    finally:
+        _context.set_default(old)
 
 
 def fire_and_forget(obj):

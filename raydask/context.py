@@ -33,6 +33,12 @@ def register(client, set_as_default: bool) -> None:
             _default[:] = [weakref.ref(client)]
 
 
+def set_default(client) -> None:
+    """Make ``client`` the default client (``None``: no default), as Dask's ``_set_global_client``."""
+    with _lock:
+        _default[:] = [] if client is None else [weakref.ref(client)]
+
+
 def unregister(client) -> None:
     with _lock:
         _clients.pop(client.id, None)

@@ -44,8 +44,8 @@ import ray
 import ray.exceptions
 
 __all__ = [
-    "ACTOR_NAME", "NAMESPACE", "WAITERS", "WaitTimeout", "call", "call_async", "check_name", "ensure_connected",
-    "pack", "unpack", "wait", "wait_once",
+    "ACTOR_NAME", "NAMESPACE", "WAITERS", "WaitTimeout", "call", "call_async", "call_on", "check_name",
+    "ensure_connected", "existing", "pack", "send_on", "unpack", "wait", "wait_once",
 ]
 
 if asyncio.TimeoutError is TimeoutError:  # Python 3.11+
@@ -184,6 +184,40 @@ def wait(store_cls, method, *args, timeout, miss=None):
         out = _run("wait", store_cls, method, (*args, WAIT_SLICE if left is None else min(left, WAIT_SLICE)))
         if out != miss or (left is not None and left <= WAIT_SLICE):
             return out
+
+
+def existing():
+    """A connection to the actor if it exists already, never making it; None if there is none.
+
+    For a reader that must not bring the actor into being (a client waiting for
+    its tasks' messages, :mod:`raydask.messages`): it talks to the actor through
+    :func:`call_on`, which does not replace a dead actor either.
+    """
+    try:
+        handle = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None
+    return _Connection(_cluster_id(), handle)
+
+
+def call_on(conn, group, store_cls, method, *args):
+    """One call on the actor of ``conn`` (from :func:`existing`), waiting for its answer.
+
+    Raises:
+        ray.exceptions.RayActorError: if the actor died (no new one is made).
+    """
+    try:
+        return ray.get(getattr(conn.handle, group).remote(_key(conn, store_cls), method, *args))
+    except ray.exceptions.RayTaskError as err:
+        cause = err.cause
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
+
+
+def send_on(conn, group, store_cls, method, *args):
+    """As :func:`call_on` without waiting: the call's ObjectRef."""
+    return getattr(conn.handle, group).remote(_key(conn, store_cls), method, *args)
 
 
 def call_async(store_cls, method, *args):

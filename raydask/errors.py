@@ -20,6 +20,7 @@ from .raycompat import task_attempt_nodes
 
 __all__ = [
     "CancelledError",
+    "ClosedClientError",
     "FutureCancelledError",
     "KilledWorker",
     "TimeoutError",
@@ -85,6 +86,13 @@ class KilledWorker(Exception):
             "Inspecting worker logs is often a good next step to diagnose what went wrong. "
             "For more information see https://distributed.dask.org/en/stable/killed.html."
         )
+
+
+class ClosedClientError(Exception):
+    """Raised when a closed client is asked to submit work (``submit``, ``map``, ``compute``...).
+
+    Dask's ``distributed.client.ClosedClientError``, with Dask's message.
+    """
 
 
 class WorkerStartTimeoutError(TimeoutError):

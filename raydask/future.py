@@ -35,9 +35,9 @@ from .errors import FutureCancelledError, unwrap
 from .raycompat import on_completed
 from .records import TaskRecord
 from .awaiting import dispatched, get_one, in_loop, run
-from .keys import parse_timedelta, tokenizing  # at module level: result() is on the hot path
+from .keys import parse_timedelta, tokenizing, typename  # at module level: result() is on the hot path
 
-__all__ = ["Future", "FutureState", "Status", "quick"]
+__all__ = ["Future", "FutureState", "Status", "quick", "resolve_type"]
 
 
 def quick(fn):
@@ -74,8 +74,10 @@ class FutureState:
     Stored facts, each written in one method:
 
     - ``ref``/``receipt``: the Ray refs, None while the priority gate holds the task
-      (it is not a Ray task yet); set once by :meth:`dispatched`.
-    - ``status``: the outcome, PENDING until :meth:`settle` records it once.
+      (it is not a Ray task yet); set once by :meth:`dispatched` (anew by
+      :meth:`retried`, when a failed task runs again).
+    - ``status``: the outcome, PENDING until :meth:`settle` records it once
+      (:meth:`retried` makes a failed task PENDING again).
     - ``dropped``: the client let go of its last Future (:meth:`drop`).
 
     Everything else is derived: :meth:`phase` gives Dask's scheduler state
@@ -87,7 +89,7 @@ class FutureState:
     __slots__ = (
         "key", "ref", "receipt", "deps", "dep_states", "status", "record", "exception",
         "cancel_reason", "priority", "submitted", "dropped", "listener", "_lock", "_waiters",
-        "_dispatch_waiters", "_watched", "refcount", "__weakref__",
+        "_dispatch_waiters", "_watched", "refcount", "spec", "__weakref__",
     )
 
     def __init__(self, key, ref, receipt, deps=(), dep_states=(), priority=0, listener=None, held=False):
@@ -109,6 +111,7 @@ class FutureState:
         self._dispatch_waiters: list | None = None
         self._watched = False
         self.refcount = 0
+        self.spec = None  # raydask.scheduling.TaskSpec while pending or failed: for retry, recreate
 
     @property
     def held(self) -> bool:
@@ -144,6 +147,8 @@ class FutureState:
             waiters, self._waiters = self._waiters or [], None
             events, self._dispatch_waiters = self._dispatch_waiters or (), None
         self.dep_states = ()  # the graph keeps the keys; the states may go
+        if status is Status.FINISHED or status is Status.CANCELLED:
+            self.spec = None  # nothing to retry: its inputs (and their data) may go
         for event in events:  # settled while held (cancelled): nobody waits for refs any more
             event.set()
         listener = self.listener
@@ -151,9 +156,26 @@ class FutureState:
             listener(self)
         return waiters
 
+    def retried(self, ref, receipt) -> bool:
+        """The failed task runs again (``Future.retry``) under new refs: pending once more.
+
+        False (and no change) unless it had failed.
+        """
+        with self._lock:
+            if self.status is not Status.ERROR and self.status is not Status.LOST:
+                return False
+            self.ref, self.receipt = ref, receipt
+            self.status, self.record, self.exception = Status.PENDING, None, None
+            self._waiters, self._watched = [], False
+        listener = self.listener
+        if listener is not None:
+            listener(self)
+        return True
+
     def drop(self) -> None:
         """The client released its last Future of this key (the task may still run)."""
         self.dropped = True
+        self.spec = None
         listener = self.listener
         if listener is not None:
             listener(self)
@@ -378,9 +400,8 @@ class Future:
     when the last of them is garbage-collected (or :meth:`release` is called).
 
     Differences from dask.distributed:
-        ``Future.type`` is the type itself for builtins and its qualified name
-        (``'numpy.ndarray'``) otherwise, so the client never imports user types.
-        A Future inside an object Dask does not look into (not a list, tuple,
+        ``Future.type`` is a string, the class's qualified name, where the
+        class cannot be imported in the client (Dask gives None there).  A Future inside an object Dask does not look into (not a list, tuple,
         set or dict) still works in the task that receives it; Dask's raises
         ``RuntimeError`` there.
     """
@@ -430,10 +451,16 @@ class Future:
 
     @property
     def type(self):
+        """The result's class (None until finished), as in Dask.
+
+        The task reports the class by name; the client looks it up, importing
+        its module as unpickling would.  A class it cannot find (its module is
+        not importable here, or it was defined inside a function) stays a
+        string, its qualified name.
+        """
         if self.status != "finished" or self._state.load_record() is None:
             return None
-        name = self._state.record.type
-        return getattr(builtins, name, name) if "." not in name else name
+        return resolve_type(self._state.record.type)
 
     # -- results ----------------------------------------------------------------------
     def result(self, timeout=None):
@@ -470,6 +497,10 @@ class Future:
     def cancel(self, reason=None, msg=None, **kwargs):
         """Cancel the task; see ``Client.cancel``."""
         self.client.cancel([self], reason=reason, msg=msg, **kwargs)
+
+    def retry(self, **kwargs):
+        """Run the task again if it failed (``Client.retry``); same key, same Future."""
+        return self.client.retry([self], **kwargs)
 
     def add_done_callback(self, fn):
         """Call ``fn(future)`` once the future is done, on a raydask thread."""
@@ -510,8 +541,7 @@ class Future:
         status = self.status
         typ = self.type
         if typ is not None:
-            name = typ.__name__ if isinstance(typ, type) else typ
-            return f"<Future: {status}, type: {name}, key: {self.key}>"
+            return f"<Future: {status}, type: {typename(typ) if isinstance(typ, type) else typ}, key: {self.key}>"
         return f"<Future: {status}, key: {self.key}>"
 
     def _repr_html_(self):
@@ -522,7 +552,7 @@ class Future:
         typ = self.type
         type_part = ""
         if typ is not None:
-            type_part = f", <strong>type</strong>: {html.escape(typ.__name__ if isinstance(typ, type) else typ)}"
+            type_part = f", <strong>type</strong>: {html.escape(typename(typ) if isinstance(typ, type) else typ)}"
         return (
             f"<strong>Future: {html.escape(str(self.key))}</strong> "
             f'<span style="color: var(--jp-ui-font-color2, gray)"> status: </span>'
@@ -585,6 +615,53 @@ def _dispatched_within(st, limit, timeout):
     if not (yield dispatched([st], limit)):
         raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}")
     return None if limit is None else max(0.0, limit - (time.monotonic() - started))
+
+
+_types: dict = {}  # type name -> the class (or the name where there is none), looked up once
+_builtins_by_name: dict = {}
+
+
+def resolve_type(name: str):
+    """The class :func:`raydask.keys.typename` named ``name``; ``name`` itself if not found here.
+
+    Builtins (``int``, ``NoneType``, ``function``) are found by name; others by
+    importing the module and following the qualified name, trying the longest
+    module prefix first (``a.b.C`` may be class ``C`` of ``a.b`` or ``b.C`` of ``a``).
+    """
+    try:
+        return _types[name]
+    except KeyError:
+        pass
+    found = _builtin_types().get(name) if "." not in name else _import_type(name)
+    _types[name] = found if found is not None else name
+    return _types[name]
+
+
+def _builtin_types() -> dict:
+    if not _builtins_by_name:
+        import types
+
+        _builtins_by_name.update({t.__qualname__: t for t in (*vars(builtins).values(), *vars(types).values())
+                                  if isinstance(t, type) and t.__module__ == "builtins"})
+    return _builtins_by_name
+
+
+def _import_type(name: str):
+    import importlib
+    import sys
+
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            obj = sys.modules.get(module_name) or importlib.import_module(module_name)
+        except Exception:  # noqa: BLE001 - not importable in this process
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr, None)
+        if isinstance(obj, type):
+            return obj
+    return None
 
 
 def _rebuild_future(key, ref, receipt):

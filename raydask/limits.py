@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 
+from .calling import call
 from .keys import funcname, parse_timedelta
 
 __all__ = [
@@ -219,7 +220,7 @@ class _Entry:
 def _call_with_alarm(entry, args, kwargs):
     _alarm.push(entry)
     try:
-        result = entry.limited.func(*args, **kwargs)
+        result = call(entry.limited.func, args, kwargs)  # an async def's coroutine within the limit
     finally:
         # First statement, a plain attribute store: no signal handler can run before it,
         # so an alarm landing from here on does not raise into the cleanup.
@@ -388,7 +389,7 @@ def _call_with_watchdog(entry, args, kwargs):
     timer.daemon = True
     timer.start()
     try:
-        result = entry.limited.func(*args, **kwargs)
+        result = call(entry.limited.func, args, kwargs)  # an async def's coroutine within the limit
     finally:
         entry.done = True  # first, as in _call_with_alarm
         timer.cancel()

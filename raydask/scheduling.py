@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+from types import CoroutineType
 
 import ray
 
 from . import raycompat
+from .calling import run_coroutine
 from .arguments import _resources, _retries
 from .context import get_worker
 from .direct import DirectSubmitter
@@ -31,7 +33,7 @@ from .structure import ATOMS as _ATOMS
 from .structure import CONTAINERS as _CONTAINERS
 from .structure import KEEP, walk
 
-__all__ = ["Dispatcher", "node_has", "node_resources", "pack", "placement_options", "task_options"]
+__all__ = ["Dispatcher", "TaskSpec", "node_has", "node_resources", "pack", "placement_options", "task_options"]
 
 
 
@@ -94,6 +96,49 @@ def call_args(packed, args, deps) -> list:
     return [d.ref for d in deps]
 
 
+class TaskSpec:
+    """What a task was submitted as, kept for ``retry`` and ``recreate_*_locally``.
+
+    ``args`` are the call's positional arguments (unpacked calls; a packed one
+    keeps :func:`pack`'s structure instead); ``deps`` the dependencies' states,
+    whose refs fill ``slots`` (the positions of the futures among the arguments),
+    so a dependency that was retried (it has a new ref) is read anew.  The client keeps it while the task is
+    pending or failed (:class:`raydask.future.FutureState` drops it once the task
+    finished, was cancelled or released), as Dask's scheduler keeps a task's
+    ``run_spec``.
+    """
+
+    __slots__ = ("func", "packed", "args", "deps", "slots", "options", "name")
+
+    def __init__(self, func, packed, args, deps, options, name):
+        self.func, self.packed, self.deps, self.options, self.name = func, packed, tuple(deps), options, name
+        if packed is None and deps:  # the fast path: deps[j] is the j-th Future among ``args``
+            self.slots = tuple(i for i, a in enumerate(args) if type(a) is Future)
+            args = [None if type(a) is Future else a for a in args]  # hold states, not Futures
+        else:
+            self.slots = ()
+        self.args = tuple(args) if packed is None else ()
+
+    def top_level(self) -> list:
+        """The Ray task's arguments, with the dependencies' refs as they are now."""
+        if self.packed is not None:
+            return [d.ref for d in self.deps]
+        args = list(self.args)
+        for i, dep in zip(self.slots or (), self.deps):
+            args[i] = dep.ref
+        return args
+
+    def local_call(self, values):
+        """``(args, kwargs)`` of the call with ``values`` (the dependencies' results) in place."""
+        if self.packed is not None:
+            args, kwargs = _unpack(self.packed, values)
+            return list(args), kwargs
+        args = list(self.args)
+        for i, value in zip(self.slots or (), values):
+            args[i] = value
+        return args, {}
+
+
 def _unpack(obj, values):
     return walk(obj, lambda x: values[x.i] if type(x) is _Dep else KEEP)
 
@@ -131,6 +176,8 @@ def _runner(func):
             else:
                 a, kw = _unpack(packed, args)
                 result = func(*a, **kw)
+            if type(result) is CoroutineType:  # an ``async def`` function: Dask awaits it
+                result = run_coroutine(result)
         except BaseException as exc:
             err = capture(exc)
             try:  # where and when it failed, for the dashboard's task stream (raydask.events)

@@ -15,7 +15,7 @@ from .client import Client
 from .context import _current, default_client, get_worker, in_task, rejoin, secede
 
 __all__ = [
-    "default_client", "get_client", "get_worker", "rejoin", "secede", "worker_client",
+    "default_client", "get_client", "get_worker", "local_client", "rejoin", "secede", "worker_client",
 ]
 
 
@@ -49,6 +49,14 @@ _worker_client_lock = threading.Lock()
 def worker_client(timeout=None, separate_thread=True):
     """Context manager yielding a client usable inside a task (``get_client()``)."""
     yield get_client(timeout=timeout)
+
+
+def local_client(*args, **kwargs):
+    """Dask's old name for :func:`worker_client`: warns, as Dask's does, and gives it."""
+    import warnings
+
+    warnings.warn("local_client has moved to worker_client")
+    return worker_client(*args, **kwargs)
 
 
 context.client_factory = get_client  # Future.client in a task process makes its client here

@@ -13,6 +13,7 @@ import pytest
 import ray
 
 from raydask import CancelledError, Client, Future, LocalCluster, wait
+from raydask.client import ClosedClientError
 
 
 def inc(x):
@@ -271,7 +272,7 @@ def test_client_lifecycle_owns_its_cluster(no_client):
         assert c.submit(inc, 3).result() == 4
     assert c.status == "closed"
     assert not ray.is_initialized()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ClosedClientError, match="Client is closed"):
         c.submit(inc, 1)
 
 
