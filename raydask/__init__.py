@@ -15,6 +15,7 @@ from .limits import annotate
 from .locks import Lock, MultiLock, Semaphore
 from .progress import progress
 from .queues import Queue
+from .servers import Scheduler, Worker
 from .variable import Variable
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .worker import default_client, get_client, get_worker, rejoin, secede, worker_client
@@ -38,9 +39,11 @@ __all__ = [
     "Lock",
     "MultiLock",
     "Queue",
+    "Scheduler",
     "Semaphore",
     "TimeoutError",
     "Variable",
+    "Worker",
     "WorkerStartTimeoutError",
     "annotate",
     "as_completed",
