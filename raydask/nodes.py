@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Raylet", "SchedulerState", "WorkerState", "cluster_uses_token", "local_raylets", "raylet_of"]
+__all__ = ["Raylet", "SchedulerState", "WorkerState", "cluster_uses_token", "local_raylets", "process_alive",
+           "raylet_of"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,18 @@ def raylet_of(node_id: str, raylets=None) -> Raylet | None:
         if r.node_id == node_id:
             return r
     return None
+
+
+def process_alive(pid) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    import psutil
+
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def cluster_uses_token(gcs_address: str) -> bool | None:

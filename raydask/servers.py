@@ -36,7 +36,7 @@ from .arguments import check_cluster_options
 from .awaiting import StartOnce, in_loop, run_call
 from .cluster import _parse_memory, node_args, use_cluster_auth, worker_table
 from .dask_config import worker_resources
-from .nodes import SchedulerState, raylet_of
+from .nodes import SchedulerState, process_alive, raylet_of
 
 __all__ = ["Scheduler", "Worker"]
 
@@ -109,6 +109,18 @@ class _Server:
     def __exit__(self, *exc):
         self._close_blocking()
 
+    @property
+    def pid(self) -> int | None:
+        """The node's raylet: the process whose death takes this node down (None before start)."""
+        if self.status is not Status.running:
+            return None
+        found = raylet_of(self.id)
+        return found.pid if found else None
+
+    def alive(self) -> bool:
+        """Whether the node's raylet still runs."""
+        return process_alive(self.pid)
+
     def close(self):
         """Stop the node and wait for its processes; a coroutine inside an event loop."""
         return run_call(self._close_blocking, in_loop(), blocking=True)
@@ -179,8 +191,10 @@ class Scheduler(_Server):
             head["node_ip_address"] = self.host
         if self.port:
             head["gcs_server_port"] = self.port
-        # Ray's exit hooks install signal handlers (main thread only); close() and atexit stop the head.
-        self._cluster = Cluster(initialize_head=True, connect=False, head_node_args=head, shutdown_at_exit=False)
+        # On the main thread Ray's exit hooks (and the kernel, when this process dies) stop
+        # the head; elsewhere signal handlers cannot be set: close() and atexit stop it.
+        main = threading.current_thread() is threading.main_thread()
+        self._cluster = Cluster(initialize_head=True, connect=False, head_node_args=head, shutdown_at_exit=main)
         self.address = self._cluster.address
         self.id = self._cluster.head_node.node_id
 
@@ -259,8 +273,11 @@ class Worker(_Server):
             nthreads = os.cpu_count() or 1
         if resources is None:
             resources = worker_resources()
-        check_cluster_options(threads_per_worker=nthreads, memory_limit=memory_limit, resources=resources,
-                              object_store_memory=object_store_memory)
+        if isinstance(nthreads, bool) or not isinstance(nthreads, int):
+            raise TypeError(f"nthreads must be a positive integer, got {nthreads!r}")
+        if nthreads < 1:
+            raise ValueError(f"nthreads must be a positive integer, got {nthreads!r}")
+        check_cluster_options(memory_limit=memory_limit, resources=resources, object_store_memory=object_store_memory)
         super().__init__()
         self.nthreads = int(nthreads)
         self.resources = dict(resources)
@@ -276,14 +293,6 @@ class Worker(_Server):
     @property
     def name(self):
         return self.address if self._name is None else self._name
-
-    @property
-    def pid(self) -> int | None:
-        """The node's raylet: the process whose death takes this worker down."""
-        if self._node is None:
-            return None
-        found = raylet_of(self.id)
-        return found.pid if found else None
 
     def _start_node(self):
         use_cluster_auth(self.scheduler_address)
