@@ -39,6 +39,7 @@ from .dask_config import worker_resources
 from .keys import format_bytes, parse_timedelta
 from .logs import Log, Logs, gcs_log, node_log
 from .nodes import SchedulerState, cluster_uses_token, local_raylets, raylet_of
+from .reaper import Reaper
 
 __all__ = ["Adaptive", "LocalCluster", "RayCluster", "local_ray_addresses", "worker_table"]
 
@@ -433,6 +434,9 @@ class LocalCluster(_ClusterBase):
         self._cluster = Cluster(initialize_head=True, connect=False, head_node_args=head_args,
                                 shutdown_at_exit=main)
         self.node_start_times.append(time.monotonic() - started)
+        # a raylet killed by hand (cluster.scheduler.workers[a].pid) must not linger as a zombie
+        self._reaper = Reaper()
+        self._reaper.watch(raycompat.raylet_process(self._cluster.head_node))
         atexit.register(self.close)
         self._gcs_address = self._cluster.address
         self.upload_dir = tempfile.mkdtemp(prefix="raydask-upload-")
@@ -442,6 +446,7 @@ class LocalCluster(_ClusterBase):
         except BaseException:
             # the head is running: stop it, or a failed Client() leaves a Ray behind
             self._cluster.shutdown()
+            self._reaper.close()
             atexit.unregister(self.close)
             self.status = ClusterStatus.CLOSED
             raise
@@ -497,6 +502,7 @@ class LocalCluster(_ClusterBase):
                     logger.exception("raydask: could not start worker %s", name)
                     return
                 self.node_start_times.append(time.monotonic() - started)
+                self._reaper.watch(raycompat.raylet_process(added))
                 with self._lock:
                     self._nodes.append(added)
             else:
@@ -547,6 +553,7 @@ class LocalCluster(_ClusterBase):
         if ray.is_initialized():
             ray.shutdown()
         self._cluster.shutdown()
+        self._reaper.close()
         if self.upload_dir:
             shutil.rmtree(self.upload_dir, ignore_errors=True)
         self.status = ClusterStatus.CLOSED

@@ -16,6 +16,7 @@ what changed, and raydask keeps working through the fallback::
     skip_exit_hooks         Cluster._shutdown_at_exit                   none: nodes added from a thread fail
     start_worker_node       ray._private.node.Node, RayParams           none: RuntimeError naming `ray start --address`
     stop_node               Node.kill_all_processes                     none (the node came from start_worker_node)
+    raylet_process          Node.all_processes["raylet"]                None: a killed raylet stays a zombie
     use_local_auth_token    ray._private.authentication...              RAY_AUTH_MODE=token if a token exists
     cluster_usage           ray.autoscaler.v2.sdk.get_cluster_status    no usage known (adapt() holds still)
     resources_per_node      ray._private.state                          cluster_usage's per-node totals
@@ -51,6 +52,7 @@ __all__ = [
     "kv_get",
     "kv_put",
     "on_completed",
+    "raylet_process",
     "resources_per_node",
     "skip_exit_hooks",
     "start_worker_node",
@@ -336,6 +338,17 @@ def start_worker_node(gcs_address: str, *, fate_share: bool, **node_args):
 def stop_node(node) -> None:
     """Stop every process of a node from :func:`start_worker_node` (gracefully first), and wait."""
     node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
+
+
+def raylet_process(node):
+    """The ``subprocess.Popen`` of a node's raylet, for a node this process started; else None."""
+    try:
+        from ray._private import ray_constants
+
+        return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process
+    except (ImportError, AttributeError, KeyError, IndexError, TypeError) as exc:
+        _fall_back("Node.all_processes", exc)
+        return None
 
 
 def _token_exists() -> bool:

@@ -37,6 +37,7 @@ from .awaiting import StartOnce, in_loop, run_call
 from .cluster import _parse_memory, node_args, use_cluster_auth, worker_table
 from .dask_config import worker_resources
 from .nodes import SchedulerState, process_alive, raylet_of
+from .reaper import Reaper
 
 __all__ = ["Scheduler", "Worker"]
 
@@ -59,6 +60,7 @@ class _Server:
     """Start once (blocking, or awaited in a worker thread), close once; sync and async alike."""
 
     status = Status.init
+    _reaper = None
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -71,6 +73,10 @@ class _Server:
     def _stop_node(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _raylet_node(self):  # pragma: no cover - abstract
+        """Ray's node object of the node started."""
+        raise NotImplementedError
+
     # -- lifecycle ---------------------------------------------------------------------
     def _start_blocking(self):
         with self._lock:
@@ -79,6 +85,9 @@ class _Server:
                     raise RuntimeError(f"cannot start a {type(self).__name__} that is {self.status.value}")
                 return self
             self._start_node()
+            # its raylet, killed by hand, must not linger as a zombie (raydask.reaper)
+            self._reaper = Reaper()
+            self._reaper.watch(raycompat.raylet_process(self._raylet_node()))
             self.status = Status.running
             atexit.register(self._close_blocking)
         return self
@@ -135,6 +144,8 @@ class _Server:
                 if was_running:
                     self._stop_node()
             finally:
+                if self._reaper is not None:
+                    self._reaper.close()
                 self.status = Status.closed
                 atexit.unregister(self._close_blocking)
 
@@ -197,6 +208,9 @@ class Scheduler(_Server):
         self._cluster = Cluster(initialize_head=True, connect=False, head_node_args=head, shutdown_at_exit=main)
         self.address = self._cluster.address
         self.id = self._cluster.head_node.node_id
+
+    def _raylet_node(self):
+        return self._cluster.head_node
 
     def _stop_node(self):
         with _local_lock:
@@ -304,6 +318,9 @@ class Worker(_Server):
         self.id = self._node.node_id
         with _local_lock:
             _local_workers.setdefault(self.scheduler_address, set()).add(self)
+
+    def _raylet_node(self):
+        return self._node
 
     def _stop_node(self):
         with _local_lock:
