@@ -182,7 +182,9 @@ class Scheduler(_Server):
     def __init__(self, host=None, port=0, object_store_memory=OBJECT_STORE_BYTES, dashboard_address=None,
                  dashboard=None):
         check_cluster_options(object_store_memory=object_store_memory)
-        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536):
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
+            raise TypeError(f"port must be an integer from 0 to 65535, got {port!r}")
+        if port is not None and not 0 <= port < 65536:
             raise ValueError(f"port must be an integer from 0 to 65535, got {port!r}")
         if host is not None and not isinstance(host, str):
             raise TypeError(f"host must be an IP address string, got {host!r}")
