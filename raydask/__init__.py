@@ -16,6 +16,7 @@ from .locks import Lock, MultiLock, Semaphore
 from .messages import print, warn  # noqa: A004 - Dask's names: print and warn in tasks reach the client
 from .progress import progress
 from .queues import Queue
+from .servers import Scheduler, Worker
 from .variable import Variable
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .worker import default_client, get_client, get_worker, local_client, rejoin, secede, worker_client
@@ -39,9 +40,11 @@ __all__ = [
     "Lock",
     "MultiLock",
     "Queue",
+    "Scheduler",
     "Semaphore",
     "TimeoutError",
     "Variable",
+    "Worker",
     "WorkerStartTimeoutError",
     "annotate",
     "as_completed",

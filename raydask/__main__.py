@@ -1,4 +1,11 @@
-"""``raydask dashboard --address <ray address>``: the dashboard of every raydask client on a cluster.
+"""The ``raydask`` command: ``dashboard``, and ``scheduler`` / ``worker`` as in ``dask scheduler`` / ``dask worker``.
+
+``raydask scheduler`` runs a Ray head node without CPUs and ``raydask worker
+ADDRESS [--nthreads N] [--resources "GPU=1 FOO=2"]`` a Ray node joined to it
+(:mod:`raydask.servers`), in the foreground: Ctrl-C or SIGTERM stops the node
+and the command, and a node that dies under it ends the command with code 1.
+
+``raydask dashboard --address <ray address>``: the dashboard of every raydask client on a cluster.
 
 Clients with a dashboard publish their task events to named actors
 (:mod:`raydask.dashboard.publish`); this command joins the Ray cluster as a
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import socket
 import sys
@@ -34,7 +42,70 @@ def _parser() -> argparse.ArgumentParser:
                       help="past this many tasks the graph shows key prefixes (default 20000)")
     dash.add_argument("--timeout", type=float, default=30.0,
                       help="give up when the cluster does not answer within this many seconds (default 30)")
+    sched = commands.add_parser("scheduler", help="run a Ray head node that runs no tasks (Dask's scheduler) "
+                                                  "until Ctrl-C or SIGTERM")
+    sched.add_argument("--host", default=None, help="the IP address of the head (default: Ray's choice)")
+    sched.add_argument("--port", type=int, default=6379,
+                       help="the GCS port workers and clients connect to (default 6379, as `ray start`; 0: any free port)")
+    work = commands.add_parser("worker", help="run a Ray node joined to a scheduler (Dask's worker) "
+                                              "until Ctrl-C or SIGTERM")
+    work.add_argument("address", help="the scheduler's address: host:port of the cluster's GCS")
+    work.add_argument("--nthreads", type=int, default=None, help="tasks run at once: the node's CPUs (default: all)")
+    work.add_argument("--resources", default=None,
+                      help='resources of the node, e.g. "GPU=1 FOO=2" (default: Dask\'s distributed.worker.resources)')
+    work.add_argument("--memory-limit", default="auto", help="the node's memory: bytes, '4GiB' or 'auto'")
+    work.add_argument("--name", default=None, help="the worker's name (default: its address)")
+    work.add_argument("--host", default=None, help="the IP address the node uses (default: Ray's choice)")
     return parser
+
+
+def parse_resources(text: str) -> dict:
+    """``"GPU=1 FOO=2"`` (or comma-separated, as ``dask worker --resources``) -> ``{"GPU": 1.0, "FOO": 2.0}``."""
+    out = {}
+    for item in re.split(r"[\s,]+", text.strip()):
+        if not item:
+            continue
+        name, sep, amount = item.partition("=")
+        try:
+            out[name] = float(amount)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"--resources must look like 'GPU=1 FOO=2', got {text!r}")
+    return out
+
+
+def serve(server, stop: threading.Event, label: str, on_started=lambda: None, check_every: float = 1.0) -> int:
+    """Start ``server`` (a Scheduler or Worker), print its address, run until ``stop``; then close it.
+
+    ``on_started`` runs once the node is up (main() reinstalls its signal
+    handlers there: starting a node on the main thread installs Ray's own).
+    Returns 0 after ``stop``, 1 when the node's raylet died first (its
+    scheduler went away, or someone killed it).
+    """
+    server.start()
+    on_started()
+    try:
+        print(f"raydask {label} at: {server.address}", flush=True)
+        if label == "scheduler":
+            print(f"join with: raydask worker {server.address}   or   Client({server.address!r})", flush=True)
+        while not stop.wait(check_every):
+            if not server.alive():
+                print(f"raydask {label}: its Ray node stopped", file=sys.stderr, flush=True)
+                return 1
+        return 0
+    finally:
+        server.close()
+
+
+def _server(args):
+    from .servers import Scheduler, Worker
+
+    if args.command == "scheduler":
+        return Scheduler(host=args.host, port=args.port)
+    resources = None if args.resources is None else parse_resources(args.resources)
+    return Worker(args.address, nthreads=args.nthreads, resources=resources, memory_limit=args.memory_limit,
+                  name=args.name, host=args.host)
 
 
 def dashboard(address: str, dashboard_address: str = ":8787", max_graph_nodes: int = 20_000,
@@ -137,6 +208,20 @@ class _DropMessage(logging.Filter):
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("scheduler", "worker"):
+        stop = threading.Event()
+
+        def handle_signals():  # Ctrl-C and SIGTERM stop the node, then the command
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+
+        handle_signals()
+        try:
+            server = _server(args)
+        except (TypeError, ValueError) as exc:
+            print(f"raydask {args.command}: {exc}", file=sys.stderr, flush=True)
+            return 1
+        return serve(server, stop, args.command, on_started=handle_signals)
     if args.command == "dashboard":
         stop = threading.Event()
         # SIGTERM stops serving as Ctrl-C does (Ray's own handler is not installed: see _join)

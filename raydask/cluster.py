@@ -35,7 +35,11 @@ import ray
 from . import raycompat
 from .arguments import check_cluster_options
 from .awaiting import StartOnce, in_loop, run_call
+from .dask_config import worker_resources
 from .keys import format_bytes, parse_timedelta
+from .logs import Log, Logs, gcs_log, node_log
+from .nodes import SchedulerState, cluster_uses_token, local_raylets, raylet_of
+from .reaper import Reaper
 
 __all__ = ["Adaptive", "LocalCluster", "RayCluster", "local_ray_addresses", "worker_table"]
 
@@ -80,6 +84,23 @@ def _parse_memory(value, n_workers) -> int:
     raise ValueError(f"could not parse memory_limit {value!r}; use bytes or a string like '4GiB'")
 
 
+def node_args(nthreads, memory_limit, resources, object_store_memory, name=None, host=None) -> dict:
+    """Ray's node parameters for a Dask worker with these threads, memory and resources.
+
+    ``GPU`` becomes Ray's ``num_gpus``; every other name, ``MEMORY`` included, is
+    a custom resource, as in Dask (only the lower-case ``memory`` resource of a
+    *task* means Ray's memory: a node's memory is its ``memory_limit``).
+    """
+    custom = dict(resources or {})
+    args = dict(num_cpus=nthreads, num_gpus=custom.pop("GPU", 0), memory=memory_limit,
+                object_store_memory=object_store_memory, resources=custom)
+    if name is not None:
+        args["labels"] = {NAME_LABEL: str(name)}
+    if host:
+        args["node_ip_address"] = host
+    return args
+
+
 def _check_count(label, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{label} must be a non-negative integer, got {value!r}")
@@ -87,13 +108,28 @@ def _check_count(label, value):
         raise ValueError(f"{label} must be a non-negative integer, got {value!r}")
 
 
-def worker_table() -> list[dict]:
-    """One dict per alive Ray node, in Dask's ``scheduler_info()['workers']`` shape."""
+def _runs_tasks(resources) -> bool:
+    """Whether a node offers anything a task can ask for (CPU, GPU, custom resources)."""
+    return any(not k.startswith("node:") and k not in ("memory", "object_store_memory") and v > 0
+               for k, v in resources.items())
+
+
+def worker_table(nodes=None) -> list[dict]:
+    """One dict per alive Ray node, in Dask's ``scheduler_info()['workers']`` shape.
+
+    ``nodes`` is Ray's node table (default: ``ray.nodes()`` of the connected
+    cluster).  A head node that offers no CPU, GPU or custom resource runs no
+    task: it is the cluster's scheduler (``raydask.Scheduler``, ``ray start
+    --head --num-cpus=0``), not a worker, and is left out.
+    """
     rows = []
-    for node in sorted(ray.nodes(), key=lambda n: (not n["Resources"].get("node:__internal_head__"), n["NodeManagerPort"])):
+    nodes = ray.nodes() if nodes is None else nodes
+    for node in sorted(nodes, key=lambda n: (not n["Resources"].get("node:__internal_head__"), n["NodeManagerPort"])):
         if not node.get("Alive"):
             continue
         res = node.get("Resources", {})
+        if res.get("node:__internal_head__") and not _runs_tasks(res):
+            continue
         address = f"tcp://{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
         rows.append({
             "type": "Worker",
@@ -128,20 +164,7 @@ def local_ray_addresses() -> set[str]:
     Ray finds them the same way (``ray._private.services.find_gcs_addresses``):
     each raylet's command line names its cluster's ``--gcs-address``.
     """
-    import psutil
-
-    found = set()
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        try:
-            cmd = proc.info["cmdline"] or []
-            if not cmd or "raylet" not in os.path.basename(cmd[0]):
-                continue
-            for arg in " ".join(cmd).split(" "):
-                if arg.startswith("--gcs-address=") and arg.split("=", 1)[1] not in ("", "None"):
-                    found.add(arg.split("=", 1)[1])
-        except (psutil.AccessDenied, psutil.NoSuchProcess):
-            pass
-    return found
+    return {r.gcs_address for r in local_raylets()}
 
 
 def resolve_address(address):
@@ -178,6 +201,53 @@ class _ClusterBase:
     @property
     def workers(self) -> dict:
         return {w["name"]: w for w in worker_table()}
+
+    @property
+    def scheduler(self) -> SchedulerState:
+        """A read-only view for what notebooks read off Dask's ``cluster.scheduler``.
+
+        ``cluster.scheduler.workers[address]`` has ``pid`` (the node's raylet:
+        killing it takes that worker down), ``name``, ``nthreads``,
+        ``memory_limit``, ``address`` and ``resources``; a fresh snapshot of
+        Ray's node table on every read.
+
+        Differences from dask.distributed:
+            Not Dask's ``Scheduler`` object: Ray's GCS and raylets schedule, and
+            nothing set on this view reaches them.
+        """
+        return SchedulerState(self._gcs_address, worker_table)
+
+    def get_logs(self, cluster=True, scheduler=True, workers=True) -> Logs:
+        """``{"Cluster": ..., "Scheduler": ..., worker address: ...}``: Ray's session logs.
+
+        Args:
+            cluster: include ``"Cluster"`` (empty: raydask's cluster objects log to
+                the ``raydask`` logger, not to a log of their own).
+            scheduler: include ``"Scheduler"``: the GCS's log (``gcs_server.out``).
+            workers: True for every worker, False for none, or worker addresses.
+                A worker's log is its raylet's log, then the stdout/stderr of the
+                worker processes it started (a task's prints land there).
+
+        Differences from dask.distributed:
+            Read from Ray's log files on this machine: a node on another machine
+            gives an empty log.  Oldest lines first (Dask lists newest first),
+            at most the last 10,000 lines of each file.
+        """
+        logs = Logs()
+        raylets = local_raylets()
+        if cluster:
+            logs["Cluster"] = Log("")
+        if scheduler:
+            head = next((n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("node:__internal_head__")), None)
+            found = raylet_of(head["NodeID"], raylets) if head else None
+            logs["Scheduler"] = gcs_log(found.log_dir if found else None)
+        if workers:
+            wanted = None if workers is True else set(workers)
+            for w in worker_table():
+                if wanted is None or w["address"] in wanted:
+                    found = raylet_of(w["node_id"], raylets)
+                    logs[w["address"]] = node_log(found) if found else Log("")
+        return logs
 
     @property
     def dashboard_link(self):
@@ -275,7 +345,9 @@ class LocalCluster(_ClusterBase):
         processes: accepted for compatibility; Ray always runs tasks in processes.
         memory_limit: the ``memory`` resource of each node (bytes, ``"4GiB"``, or ``"auto"``:
             the machine's memory divided by ``n_workers``).
-        resources: resources declared on every node, e.g. ``{"FOO": 2, "GPU": 1}``.
+        resources: resources declared on every node, e.g. ``{"FOO": 2, "GPU": 1}`` (``GPU`` is Ray's
+            GPUs, any other name a custom resource). Default: Dask's ``distributed.worker.resources``
+            config when dask is installed, as Dask's workers read it.
         object_store_memory: bytes of Ray object store per node (default 512 MiB).
         host: the IP address Ray's nodes use (default: Ray's own choice).
         dashboard_address: kept for Client; the dashboard is served by the client.
@@ -290,6 +362,8 @@ class LocalCluster(_ClusterBase):
                  resources=None, object_store_memory=512 * 2**20, host=None, name=None,
                  dashboard_address=":8787", silence_logs=None, asynchronous=False, **kwargs):
         # every number checked before a node starts (threads_per_worker=0 once divided by zero)
+        if resources is None:
+            resources = worker_resources()
         check_cluster_options(n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
                               resources=resources, object_store_memory=object_store_memory)
         cpus = os.cpu_count() or 1
@@ -301,7 +375,7 @@ class LocalCluster(_ClusterBase):
             n_workers = max(1, cpus // threads_per_worker)
         self.threads_per_worker = threads_per_worker
         self.memory_limit = _parse_memory(memory_limit, max(n_workers, 1))
-        self.resources = dict(resources or {})
+        self.resources = dict(resources)
         self.object_store_memory = int(object_store_memory)
         self.host = host  # None: Ray's own choice (it rewrites 127.0.0.1 to the node's IP)
         self.name = name or f"raydask-{os.getpid()}"
@@ -343,18 +417,8 @@ class LocalCluster(_ClusterBase):
         await asyncio.to_thread(self.close)
 
     def _node_args(self, name):
-        resources = dict(self.resources)
-        args = dict(
-            num_cpus=self.threads_per_worker,
-            num_gpus=resources.pop("GPU", 0),
-            memory=self.memory_limit,
-            object_store_memory=self.object_store_memory,
-            resources=resources,
-            labels={NAME_LABEL: str(name)},
-        )
-        if self.host:
-            args["node_ip_address"] = self.host
-        return args
+        return node_args(self.threads_per_worker, self.memory_limit, self.resources, self.object_store_memory,
+                         name=name, host=self.host)
 
     def _start(self):
         from ray.cluster_utils import Cluster
@@ -370,6 +434,9 @@ class LocalCluster(_ClusterBase):
         self._cluster = Cluster(initialize_head=True, connect=False, head_node_args=head_args,
                                 shutdown_at_exit=main)
         self.node_start_times.append(time.monotonic() - started)
+        # a raylet killed by hand (cluster.scheduler.workers[a].pid) must not linger as a zombie
+        self._reaper = Reaper()
+        self._reaper.watch(raycompat.raylet_process(self._cluster.head_node))
         atexit.register(self.close)
         self._gcs_address = self._cluster.address
         self.upload_dir = tempfile.mkdtemp(prefix="raydask-upload-")
@@ -379,6 +446,7 @@ class LocalCluster(_ClusterBase):
         except BaseException:
             # the head is running: stop it, or a failed Client() leaves a Ray behind
             self._cluster.shutdown()
+            self._reaper.close()
             atexit.unregister(self.close)
             self.status = ClusterStatus.CLOSED
             raise
@@ -434,6 +502,7 @@ class LocalCluster(_ClusterBase):
                     logger.exception("raydask: could not start worker %s", name)
                     return
                 self.node_start_times.append(time.monotonic() - started)
+                self._reaper.watch(raycompat.raylet_process(added))
                 with self._lock:
                     self._nodes.append(added)
             else:
@@ -484,21 +553,26 @@ class LocalCluster(_ClusterBase):
         if ray.is_initialized():
             ray.shutdown()
         self._cluster.shutdown()
+        self._reaper.close()
         if self.upload_dir:
             shutil.rmtree(self.upload_dir, ignore_errors=True)
         self.status = ClusterStatus.CLOSED
         atexit.unregister(self.close)
 
 
-def _use_local_token():
-    """Send Ray's auth token (``~/.ray/auth_token``) to a cluster running on this machine.
+def use_cluster_auth(gcs_address):
+    """Send Ray's auth token (``~/.ray/auth_token``) to a cluster on this machine that wants one.
 
     ``ray start`` turns token authentication on when that file exists, but
     ``ray.init(address="host:port")`` sends the token only for ``"auto"``; for a
-    cluster found on this machine raydask does what ``"auto"`` would.
-    ``RAY_AUTH_MODE`` set by the user always wins.
+    cluster found on this machine raydask does what ``"auto"`` would, but only
+    if that cluster runs with tokens (:func:`raydask.nodes.cluster_uses_token`).
+    A process that turns tokens on for a cluster without them is let in, yet
+    its Ray worker then refuses the other processes' calls: Futures it owns read
+    as ``OwnerDiedError`` elsewhere.  ``RAY_AUTH_MODE`` set by the user always wins.
     """
-    raycompat.use_local_auth_token()
+    if cluster_uses_token(gcs_address) is not False:  # tokens, or not known: as "auto" would
+        raycompat.use_local_auth_token()
 
 
 class RayCluster(_ClusterBase):
@@ -521,7 +595,7 @@ class RayCluster(_ClusterBase):
             address = resolve_address(address)
             kwargs = {}
             if address in local_ray_addresses():
-                _use_local_token()
+                use_cluster_auth(address)
             if not address.startswith("ray://"):
                 self.upload_dir = tempfile.mkdtemp(prefix="raydask-upload-")
                 kwargs["job_config"] = _job_config(self.upload_dir)

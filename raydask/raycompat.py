@@ -14,6 +14,9 @@ what changed, and raydask keeps working through the fallback::
                             RemoteFunction._remote calls
     sys_path_job_config     JobConfig(_py_driver_sys_path=)             runtime_env PYTHONPATH
     skip_exit_hooks         Cluster._shutdown_at_exit                   none: nodes added from a thread fail
+    start_worker_node       ray._private.node.Node, RayParams           none: RuntimeError naming `ray start --address`
+    stop_node               Node.kill_all_processes                     none (the node came from start_worker_node)
+    raylet_process          Node.all_processes["raylet"]                None: a killed raylet stays a zombie
     use_local_auth_token    ray._private.authentication...              RAY_AUTH_MODE=token if a token exists
     cluster_usage           ray.autoscaler.v2.sdk.get_cluster_status    no usage known (adapt() holds still)
     resources_per_node      ray._private.state                          cluster_usage's per-node totals
@@ -49,8 +52,11 @@ __all__ = [
     "kv_get",
     "kv_put",
     "on_completed",
+    "raylet_process",
     "resources_per_node",
     "skip_exit_hooks",
+    "start_worker_node",
+    "stop_node",
     "submit_remote",
     "sys_path_job_config",
     "use_local_auth_token",
@@ -298,6 +304,51 @@ def skip_exit_hooks(cluster) -> None:
         cluster._shutdown_at_exit = False
     else:
         _fall_back("Cluster._shutdown_at_exit", "no such attribute")
+
+
+def start_worker_node(gcs_address: str, *, fate_share: bool, **node_args):
+    """Start a Ray worker node joined to ``gcs_address``, as child processes of this one.
+
+    The same code as ``ray.cluster_utils.Cluster.add_node`` for a non-head node
+    (which needs the ``Cluster`` object that started the head) and ``ray start
+    --address`` (which runs it in a process of its own).  ``node_args`` are
+    Ray's node parameters (``num_cpus``, ``resources``, ``labels``, ...).
+    ``fate_share`` makes the kernel stop the node when the thread that starts it
+    exits (``PR_SET_PDEATHSIG``): only safe from a thread that lives as long as
+    the node, such as a command's main thread.
+
+    Returns:
+        Ray's node object: pass it to :func:`stop_node`.
+    Raises:
+        RuntimeError: this Ray has no such node API (start the node with ``ray start``).
+    """
+    try:
+        from ray._private.node import Node
+        from ray._private.parameter import RayParams
+    except ImportError as exc:
+        raise RuntimeError(f"this Ray ({ray.__version__}) cannot start a node in-process ({exc}); "
+                           f"start one with `ray start --address={gcs_address}`") from None
+    params = RayParams(gcs_address=gcs_address, **node_args)
+    params.update_if_absent(num_cpus=1, num_gpus=0, min_worker_port=0, max_worker_port=0,
+                            include_log_monitor=False, node_manager_port=0)
+    params.dashboard_agent_listen_port = None  # any free port: several nodes share this machine
+    return Node(params, head=False, shutdown_at_exit=False, spawn_reaper=fate_share)
+
+
+def stop_node(node) -> None:
+    """Stop every process of a node from :func:`start_worker_node` (gracefully first), and wait."""
+    node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
+
+
+def raylet_process(node):
+    """The ``subprocess.Popen`` of a node's raylet, for a node this process started; else None."""
+    try:
+        from ray._private import ray_constants
+
+        return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process
+    except (ImportError, AttributeError, KeyError, IndexError, TypeError) as exc:
+        _fall_back("Node.all_processes", exc)
+        return None
 
 
 def _token_exists() -> bool:

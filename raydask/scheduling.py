@@ -230,7 +230,7 @@ def task_options(resources=None, retries=None, placement=None) -> dict:
                 opts["num_cpus"] = amount
             elif name == "GPU":
                 opts["num_gpus"] = amount
-            elif name in ("memory", "MEMORY"):
+            elif name == "memory":  # Ray's memory; "MEMORY" (Dask's docs' example) is a custom resource
                 opts["memory"] = int(amount)
             else:
                 custom[name] = amount
@@ -252,7 +252,7 @@ def node_resources(worker: dict) -> dict:
 def node_has(worker: dict, resources: dict) -> bool:
     """Whether the node could ever run a task asking for ``resources`` (its totals suffice)."""
     have = node_resources(worker)
-    return all(have.get("memory" if k == "MEMORY" else k, 0) >= v for k, v in resources.items())
+    return all(have.get(k, 0) >= v for k, v in resources.items())
 
 
 def placement_options(workers, allow_other_workers, table) -> dict:
