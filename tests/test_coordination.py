@@ -51,14 +51,11 @@ def name(prefix="t"):
 def subprocess_env(**extra):
     """The environment of a second driver joining the session's cluster.
 
-    The cluster raydask's LocalCluster starts runs without token authentication,
-    but a joining ``Client(address=...)`` turns it on when ``~/.ray/auth_token``
-    exists; the GCS lets it in, yet objects it owns then read as
-    ``OwnerDiedError`` in other processes (seen here; reported, not fixed in
-    this change).  Saying the cluster's mode keeps the two in step.
+    Nothing about token authentication is set: a joining ``Client(address=...)``
+    turns it on only when the cluster uses it (``tests/test_servers.py`` has the
+    regression test), so these subprocesses exercise that too.
     """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.path.dirname(__file__)]), **extra)
-    env.setdefault("RAY_AUTH_MODE", "disabled")
     return env
 
 
