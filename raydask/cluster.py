@@ -593,6 +593,10 @@ class RayCluster(_ClusterBase):
         self._dashboard_link = None
         if not ray.is_initialized():
             address = resolve_address(address)
+            if address.startswith("ray://") and address[len("ray://"):] in local_ray_addresses():
+                # raydask's own scheduler_address ("ray://<GCS>"), as Dask code passes it on:
+                # the GCS of a cluster on this machine, joined directly, not through Ray Client
+                address = address[len("ray://"):]
             kwargs = {}
             if address in local_ray_addresses():
                 use_cluster_auth(address)

@@ -115,6 +115,10 @@ def test_a_client_joins_by_the_scheduler_address(scheduler, worker):
         assert set(logs) == {"Cluster", "Scheduler", worker.address}
         assert "gcs_server" in logs["Scheduler"] and "raylet" in logs[worker.address]
         assert set(client.cluster.scheduler.workers) == {worker.address}
+        again = client.scheduler_address
+    assert again == f"ray://{scheduler.address}"
+    with Client(again, dashboard_address=None) as client:  # Dask code passes scheduler_address on
+        assert client.submit(inc, 2).result(timeout=120) == 3
 
 
 def test_closing_a_worker_removes_its_node(scheduler):
