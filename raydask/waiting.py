@@ -325,6 +325,9 @@ class as_completed:
             return bool(self.queue)
 
     def __repr__(self):
+        # live counts, as Dask's (whose event loop moves finished futures at once):
+        # one non-blocking look at Ray first
+        self._harvest(block=False)
         with self.lock:
             return f"<as_completed: waiting={len(self.futures)} done={len(self.queue)}>"
 
