@@ -29,8 +29,8 @@ import ray.exceptions
 from . import actor, arguments, datasets, limits, metadata, structure
 from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
 from . import context as _context
-from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
-from .errors import ClosedClientError, FutureCancelledError, unwrap
+from .cluster import LocalCluster, RayCluster, _ClusterBase, session_started, worker_table
+from .errors import ClosedClientError, FutureCancelledError, fresh, task_traceback, unwrap
 from .events import EventLog
 from .executor import ClientExecutor
 from .records import TaskRecord
@@ -38,8 +38,8 @@ from .future import Future, FutureState, Settler, Status, _result_steps, notify,
 from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
 from .messages import Listener
 from .scheduling import (
-    Dispatcher, TaskSpec, _nbytes, call_args, install_upload, node_has, node_resources, pack,
-    placement_options, harvest, outcomes, refresh, run_on_nodes, task_options,
+    LARGE_GRAPH_BYTES, Dispatcher, TaskSpec, _nbytes, arguments_nbytes, call_args, install_upload, node_has,
+    node_resources, pack, placement_options, harvest, outcomes, refresh, run_on_nodes, task_options, warn_if_large,
 )
 
 __all__ = [
@@ -375,6 +375,7 @@ class Client:
             if state is not None:
                 return Future(state, self)
         options = self._options(workers, resources, retries, allow_other_workers)
+        warn_if_large(arguments_nbytes(args, kwargs, Future), stacklevel=2)
         if limit is not None:  # raydask.annotate(time_limit=...): the key stays the function's
             func = limits.Limited(func, limit)
         return Future(self._submit(func, key, args, kwargs, options, priority, fifo_timeout, named), self)
@@ -390,6 +391,8 @@ class Client:
         if named:
             name = key if type(key) is str else str(key)
         dep_keys = tuple(d.key for d in deps)
+        if deps and any(d.status is Status.CANCELLED for d in deps):
+            return self._lost_dependencies(key, dep_keys, priority)
         gate = self._gate
         if gate is None and priority is not None:
             gate = self._start_gate()
@@ -437,6 +440,17 @@ class Client:
         with self._lock:
             if self._listener is None:
                 self._listener = False if _context.in_task() else Listener()
+
+    def _lost_dependencies(self, key, dep_keys, priority):
+        """A task with a cancelled input: cancelled at once, never a Ray task (as in Dask).
+
+        Ray would run it on the cancelled input's value if that task could not be
+        stopped (RAY-NOTES), or fail it with ``TaskCancelledError`` later.  The
+        key is not kept, so a later submit of the same call, with fresh inputs, runs.
+        """
+        state = FutureState(key, None, None, dep_keys, (), priority, held=True)
+        state.cancel("lost dependencies")
+        return state
 
     def _start_gate(self):
         """Hold tasks client-side from now on, to start them by priority (raydask.priority)."""
@@ -534,6 +548,12 @@ class Client:
         options = self._options(workers, resources, retries, allow_other_workers)
         limit = limits.current_time_limit()
         task = func if limit is None else limits.Limited(func, limit)  # keys stay the function's
+        size = 0
+        for args in calls:  # one warning for the whole map, as Dask's one graph
+            size += arguments_nbytes(args, kwargs, Future, LARGE_GRAPH_BYTES - size)
+            if size > LARGE_GRAPH_BYTES:
+                break
+        warn_if_large(size, stacklevel=2)
         futures = []
         for k, args in zip(keys, calls):
             with self._lock:
@@ -599,19 +619,46 @@ class Client:
             errors: ``"raise"`` the first failure, or ``"skip"`` failed futures.
         Returns:
             The results; with an asynchronous client, a coroutine returning them.
+        Raises:
+            ValueError: for futures of another client (Dask's message).
+
+        Differences from dask.distributed:
+            A single Future of another client raises the same ``ValueError``;
+            Dask's message fails on it with ``TypeError: object of type 'Future' has no len()``.
         """
         arguments.check_gather_options(errors=errors, direct=direct)
-        if isinstance(futures, Future):
-            return run(_result_steps(futures._state, None), self._use_async(asynchronous))
         if isinstance(futures, pyqueue.Queue):
             raise TypeError("gather does not take a queue; gather its items in a loop instead")
         if isinstance(futures, Iterator):
             return (self.gather(f, errors=errors) for f in futures)
-        return run(self._gather_steps(futures, errors), self._use_async(asynchronous))
+        found = [futures] if isinstance(futures, Future) else futures_of(futures)
+        self._check_own(futures, found)
+        if isinstance(futures, Future):
+            steps = _result_steps(futures._state, None)
+        else:
+            steps = self._gather_steps(futures, found, errors)
+        try:
+            return run(steps, self._use_async(asynchronous))
+        except Exception as exc:
+            if task_traceback(exc) is None:
+                raise
+            raise fresh(exc)  # as Dask shows it: the caller, this frame, the task's frames
 
-    def _gather_steps(self, futures, errors):
+    def _check_own(self, futures, found) -> None:
+        """Refuse futures of another client, as Dask's ``gather`` does (its message)."""
+        mismatched = [f for f in found if f._client is not None and f._client is not self]
+        if mismatched:
+            total = len(futures) if hasattr(futures, "__len__") else 1
+            raise ValueError(
+                "Cannot gather Futures created by another client. "
+                f"These are the {len(mismatched)} (out of {total}) "
+                f"mismatched Futures and their client IDs (this client is {self.id}): "
+                f"{ {f: f.client.id for f in mismatched} }"
+            )
+
+    def _gather_steps(self, futures, found, errors):
         states = {}
-        for f in futures_of(futures):
+        for f in found:
             states.setdefault(f.key, f._state)
         values, bad = yield from self._fetch(list(states.values()), errors)
         return _substitute(futures, values, bad)
@@ -629,7 +676,7 @@ class Client:
         for st in states:
             if st.status is Status.CANCELLED:
                 if errors == "raise":
-                    raise st.exception
+                    raise fresh(st.exception)
                 bad.add(st.key)
         live = [st for st in states if st.key not in bad]
         if errors == "raise":
@@ -638,7 +685,7 @@ class Client:
             except ray.exceptions.RayError as err:
                 failed = next((st for st in live if _failed(st)), None)
                 if failed is not None and failed.exception is not None:
-                    raise failed.exception from None
+                    raise fresh(failed.exception) from None
                 raise unwrap(err, failed.key if failed else None, ref=failed.ref if failed else None) from None
             _settle(live)
             return dict(zip((st.key for st in live), values)), bad
@@ -663,7 +710,8 @@ class Client:
         Differences from dask.distributed:
             ``workers=`` and ``broadcast=`` are accepted and ignored: the data goes
             to the object store of this client's node and Ray copies it to the nodes
-            that use it.
+            that use it.  So it never waits for workers: ``timeout=`` is checked and
+            unused (Dask raises ``TimeoutError`` when no worker comes in time).
         """
         self._check_running()
         arguments.check_scatter_options(workers=workers, broadcast=broadcast, hash=hash, timeout=timeout,
@@ -944,24 +992,49 @@ class Client:
 
     # -- cluster information ----------------------------------------------------------
     def scheduler_info(self, **kwargs) -> dict:
-        """Dask's ``scheduler_info()`` shape: the cluster and its workers by address."""
+        """Dask's ``scheduler_info()`` shape: the cluster and its workers by address.
+
+        Every key Dask's has, top-level and per worker, filled from Ray where Ray
+        knows it: ``started`` is when the Ray session began, a worker's
+        ``local_directory`` its node's Ray session directory, ``last_seen`` the
+        time Ray reported it alive (now), ``status`` ``"running"`` (Ray lists
+        live nodes), ``nanny`` None and ``services`` empty (a Ray node has
+        neither).  Ray adds ``node_id``, ``object_store_memory`` and ``is_head``.
+
+        Differences from dask.distributed:
+            A worker's ``metrics`` holds only ``time``: Ray keeps no per-node task
+            counts, memory or transfer figures without its dashboard process.
+        """
         table = worker_table()
+        now = time.time()
+        started = session_started(table)
+        if started is None:
+            started = self._events.started if self._events else now
+        live = {"status": "running", "nanny": None, "services": {}, "last_seen": now}
         return {
             "type": "Scheduler",
             "id": self.cluster.scheduler_address,
             "address": self.cluster.scheduler_address,
             "services": {"dashboard": self._dashboard.port} if self._dashboard else {},
-            "started": self._events.started if self._events else None,
+            "started": started,
             "n_workers": len(table),
             "total_threads": sum(w["nthreads"] for w in table),
             "total_memory": sum(w["memory_limit"] for w in table),
-            "workers": {w["address"]: {k: v for k, v in w.items() if k != "address"} | {"id": w["address"]} for w in table},
+            "workers": {w["address"]: {k: v for k, v in w.items() if k != "address"}
+                        | live | {"id": w["address"], "metrics": {"time": now}} for w in table},
         }
 
     def nthreads(self, workers=None, **kwargs) -> dict:
-        """``{worker address: threads}`` (Ray CPUs per node)."""
+        """``{worker address: threads}`` (Ray CPUs per node).
+
+        Args:
+            workers: an address or name, or a list of them (exact matches, as Dask's
+                scheduler); default: every worker.
+        """
+        if workers is not None:
+            wanted = {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
         return run_call(lambda: {w["address"]: w["nthreads"] for w in worker_table()
-                                 if workers is None or w["address"] in workers or w["name"] in workers},
+                                 if workers is None or w["address"] in wanted or str(w["name"]) in wanted},
                         self.asynchronous)
 
     ncores = nthreads
@@ -1077,7 +1150,8 @@ class Client:
         not yet done are cancelled in Ray where that is safe.
 
         Differences from dask.distributed:
-            Ray's nodes and their worker processes are not restarted.
+            Ray's nodes and their worker processes are not restarted, and other
+            clients' futures are untouched (each client keeps its own keys).
         """
         self._check_running()
         return run_call(lambda: self._restart(timeout, wait_for_workers), self.asynchronous, blocking=True)

@@ -143,8 +143,36 @@ def worker_table(nodes=None) -> list[dict]:
             "resources": {k: v for k, v in res.items() if not k.startswith("node:") and k not in ("CPU", "memory", "object_store_memory")},
             "name": node.get("Labels", {}).get(NAME_LABEL, address),
             "is_head": bool(res.get("node:__internal_head__")),
+            "local_directory": _session_dir(node),
         })
     return rows
+
+
+def _session_dir(node) -> str | None:
+    """The node's Ray session directory (``.../session_<start time>_<pid>``): its scratch space."""
+    socket = node.get("RayletSocketName") or ""
+    session = os.path.dirname(os.path.dirname(socket))  # <session>/sockets/raylet
+    return session or None
+
+
+def session_started(table) -> float | None:
+    """When the cluster's Ray session began (epoch seconds), from the head's session name.
+
+    Ray names a session after the local time its head started
+    (``session_2026-12-01_14-26-25_564212_7668``); None if no head is listed or
+    the name has another shape.
+    """
+    import datetime
+
+    for w in table:
+        if w["is_head"] and w["local_directory"]:
+            name = os.path.basename(w["local_directory"])
+            try:
+                stamp = "_".join(name.split("_")[1:4])
+                return datetime.datetime.strptime(stamp, "%Y-%m-%d_%H-%M-%S_%f").timestamp()
+            except ValueError:
+                return None
+    return None
 
 
 def cluster_load(gcs_address) -> tuple[dict, float]:

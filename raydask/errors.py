@@ -25,6 +25,9 @@ __all__ = [
     "KilledWorker",
     "TimeoutError",
     "WorkerStartTimeoutError",
+    "fresh",
+    "task_traceback",
+    "truncate",
     "unwrap",
 ]
 
@@ -111,15 +114,43 @@ class WorkerStartTimeoutError(TimeoutError):
         )
 
 
+#: Longest exception message a task sends home, as Dask's ``distributed.admin.max-error-length``
+#: (10000); a longer one is cut by :func:`truncate`.
+MAX_ERROR_LENGTH = 10_000
+
+
+def truncate(exc: BaseException, n: int = MAX_ERROR_LENGTH) -> BaseException:
+    """``exc``, or for a message longer than ``n`` characters a shorter one of its type.
+
+    Dask's ``distributed.utils.truncate_exception``, which its workers apply to
+    every task error: ``type(exc)("Long error message", str(exc)[:n])``, or an
+    ``Exception("Long error message", type(exc), str(exc)[:n])`` for a type that
+    cannot be made so.
+    """
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__: nothing to measure
+        return exc
+    if len(text) <= n:
+        return exc
+    try:
+        return type(exc)("Long error message", text[:n])
+    except Exception:  # noqa: BLE001
+        return Exception("Long error message", type(exc), text[:n])
+
+
 def capture(exc: BaseException) -> BaseException:
     """Attach the traceback of ``exc`` (minus the wrapper's frame) for the trip home.
 
     Called inside the task wrapper; the attribute travels with the exception
-    because ``BaseException.__reduce__`` pickles the instance ``__dict__``.
+    because ``BaseException.__reduce__`` pickles the instance ``__dict__``.  A
+    message longer than :data:`MAX_ERROR_LENGTH` is cut first, as Dask's workers
+    do (:func:`truncate`); the traceback stays the original's.
     """
     tb = exc.__traceback__
     if tb is not None and tb.tb_next is not None:
         tb = tb.tb_next  # drop the wrapper's own frame
+    exc = truncate(exc)
     try:
         setattr(exc, REMOTE_TB_ATTR, tblib.Traceback(tb).as_dict())
     except Exception:  # an exception type that refuses attributes keeps Ray's text
@@ -136,6 +167,32 @@ def restore(exc: BaseException) -> BaseException:
         except Exception:
             pass
     return exc
+
+
+def task_traceback(exc: BaseException):
+    """The traceback of the task that raised ``exc``, as the task saw it (None if not a task's).
+
+    Rebuilt from what :func:`capture` sent home on every call: ``exc.__traceback__``
+    also collects the frames of every place that raised it again since.
+    """
+    tb_dict = getattr(exc, REMOTE_TB_ATTR, None)
+    if tb_dict is None:
+        return None
+    try:
+        return tblib.Traceback.from_dict(tb_dict).as_traceback()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def fresh(exc: BaseException) -> BaseException:
+    """``exc`` ready to be raised once more: its traceback only the task's own frames.
+
+    Dask re-raises a task's exception with the task's traceback
+    (``raise exception.with_traceback(traceback)``), so a ``result()`` shows the
+    caller, one frame of the client, and the task.  A stored exception raised
+    again would otherwise keep the frames of every earlier raise.
+    """
+    return exc.with_traceback(task_traceback(exc))
 
 
 def _is_ray_frames(tb) -> bool:

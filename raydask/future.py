@@ -31,7 +31,7 @@ import ray
 import ray.exceptions
 
 from .context import current_client
-from .errors import FutureCancelledError, unwrap
+from .errors import FutureCancelledError, fresh, task_traceback, unwrap
 from .raycompat import on_completed
 from .records import TaskRecord
 from .awaiting import dispatched, get_one, in_loop, run
@@ -473,7 +473,14 @@ class Future:
             FutureCancelledError: if the future was cancelled.
             TimeoutError: if ``timeout`` seconds pass first.
         """
-        return run(_result_steps(self._state, timeout), self._asynchronous())
+        try:
+            return run(_result_steps(self._state, timeout), self._asynchronous())
+        except Exception as exc:
+            if task_traceback(exc) is None:
+                raise
+            # the task's own exception: shown as Dask shows it, the caller, this frame
+            # and the task's frames (not raydask's waiting machinery in between)
+            raise fresh(exc)
 
     def exception(self, timeout=None):
         """Return the task's exception, or None if it succeeded or was cancelled.
@@ -483,7 +490,7 @@ class Future:
         return run(_exception_steps(self._state, timeout), self._asynchronous())
 
     def traceback(self, timeout=None):
-        """Return the traceback object of the task's exception, or None."""
+        """Return the traceback object of the task's exception (the task's frames), or None."""
         return run(_traceback_steps(self._state, timeout), self._asynchronous())
 
     def __await__(self):
@@ -566,7 +573,7 @@ def _result_steps(st, timeout):
     if st.ref is None:  # held by the priority gate: wait for it to become a Ray task
         limit = yield from _dispatched_within(st, limit, timeout)
     if st.status in (Status.CANCELLED, Status.ERROR, Status.LOST) and st.exception is not None:
-        raise st.exception
+        raise fresh(st.exception) from None
     try:
         value = yield get_one(st.ref, limit)
     except ray.exceptions.GetTimeoutError:
@@ -577,7 +584,7 @@ def _result_steps(st, timeout):
         # say "pending" after ``result()`` raised.
         notify(st.settle_from_receipt(err), st)
         if st.status is not Status.FINISHED and st.exception is not None:
-            raise st.exception from None
+            raise fresh(st.exception) from None
         raise unwrap(err, st.key, ref=st.ref) from None
     if st.status is Status.PENDING:
         st.finish_from_value()
@@ -602,7 +609,9 @@ def _exception_steps(st, timeout):
 
 def _traceback_steps(st, timeout):
     exc = yield from _exception_steps(st, timeout)
-    return exc.__traceback__ if exc is not None else None
+    if exc is None:
+        return None
+    return task_traceback(exc) or exc.__traceback__
 
 
 def _dispatched_within(st, limit, timeout):

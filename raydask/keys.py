@@ -13,6 +13,7 @@ import hashlib
 import math
 import numbers
 import re
+import sys
 import threading
 import uuid
 from operator import methodcaller
@@ -45,6 +46,12 @@ def _normalize(obj, depth=0):
     token = getattr(obj, "_raydask_token", None)  # Futures tokenize by key
     if token is not None:
         return ("future", token)
+    dasks = _dask_normalizer(t)
+    if dasks is not None:  # a normalize_token registration for this type (dask is imported)
+        return ("dask", _normalize(dasks(obj), depth + 1))
+    method = getattr(obj, "__dask_tokenize__", None)
+    if method is not None and not isinstance(obj, type):  # Dask's protocol, dask or not
+        return ("dask", _normalize(method(), depth + 1))
     if callable(obj) and hasattr(obj, "__qualname__") and hasattr(obj, "__module__"):
         # Functions: identity within this process is what makes pure calls dedup.
         return ("callable", obj.__module__, obj.__qualname__, id(obj))
@@ -53,6 +60,27 @@ def _normalize(obj, depth=0):
         return ("array", str(getattr(obj, "dtype", "")), str(getattr(obj, "shape", "")),
                 _digest(obj))
     return _pickled(obj)
+
+
+def _dask_normalizer(t):
+    """Dask's ``normalize_token`` registered for type ``t``, or None.
+
+    Only when this process has imported dask already (a registration needs
+    dask, so none exists otherwise): keys never import it.  Dask's fallback for
+    any object (``normalize_object``) is not used; raydask's own rules below
+    do that job, ``__dask_tokenize__`` included.
+    """
+    module = sys.modules.get("dask.tokenize")
+    if module is None:
+        return None
+    dispatch = getattr(module, "normalize_token", None)
+    try:
+        found = dispatch.dispatch(t)
+    except Exception:  # noqa: BLE001 - no registration, or a lazy one that failed to load
+        return None
+    if found is getattr(module, "normalize_object", None):
+        return None
+    return found
 
 
 def _digest(obj) -> str:

@@ -28,7 +28,7 @@ from .context import get_worker
 from .direct import DirectSubmitter
 from .errors import capture
 from .future import Future, Status, notify
-from .keys import funcname, typename
+from .keys import format_bytes, funcname, typename
 from .structure import ATOMS as _ATOMS
 from .structure import CONTAINERS as _CONTAINERS
 from .structure import KEEP, walk
@@ -163,6 +163,73 @@ def _nbytes(value) -> int:
         return sys.getsizeof(value)
     except Exception:  # noqa: BLE001
         return 0
+
+
+#: Dask's ``distributed.admin.large-graph-warning-threshold`` ("10MB"): a call whose
+#: arguments are larger than this warns at submit.
+LARGE_GRAPH_BYTES = 10_000_000
+_NUMBERS = frozenset({int, float, bool, complex, type(None)})
+
+
+def arguments_nbytes(args, kwargs, future_type, stop=LARGE_GRAPH_BYTES) -> int:
+    """About how many bytes a call's arguments pickle to; counting ends past ``stop``.
+
+    Cheap on purpose (no pickling; it runs on every submit): numbers count 8,
+    text and bytes their length, arrays their ``nbytes``, containers their
+    items, futures nothing (their data never passes through the client), any
+    other object ``sys.getsizeof`` (pandas counts its data there).
+    """
+    total = 0
+    for part in (args, kwargs.values()) if kwargs else (args,):
+        for a in part:
+            t = type(a)
+            if t in _NUMBERS or t is future_type:
+                continue
+            total += _nbytes_in(a, future_type, stop - total, 0)
+            if total > stop:
+                return total
+    return total
+
+
+def _nbytes_in(obj, future_type, stop, depth) -> int:
+    t = type(obj)
+    if t in _NUMBERS:
+        return 8
+    if t is str or t is bytes or t is bytearray:
+        return len(obj)
+    if t is future_type or isinstance(obj, future_type):
+        return 0
+    if isinstance(obj, _CONTAINERS):
+        if depth > 100:
+            return 0
+        total = 0
+        for item in (obj.values() if isinstance(obj, dict) else obj):
+            total += _nbytes_in(item, future_type, stop - total, depth + 1)
+            if total > stop:
+                break
+        return total
+    n = getattr(obj, "nbytes", None)
+    if type(n) is int:
+        return n
+    try:
+        return sys.getsizeof(obj)
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def warn_if_large(nbytes, stacklevel) -> None:
+    """Dask's warning for a graph past :data:`LARGE_GRAPH_BYTES`, its class and text."""
+    if nbytes <= LARGE_GRAPH_BYTES:
+        return
+    import warnings
+
+    warnings.warn(
+        f"Sending large graph of size {format_bytes(nbytes)}.\n"
+        "This may cause some slowdown.\n"
+        "Consider loading the data with Dask directly\n or using futures or "
+        "delayed objects to embed the data into the graph without repetition.\n"
+        "See also https://docs.dask.org/en/stable/best-practices.html#load-data-with-dask for more information.",
+        UserWarning, stacklevel=stacklevel + 1)
 
 
 def _runner(func):
@@ -410,10 +477,10 @@ _call_on_node_remote = None
 
 
 def run_on_nodes(function, args, kwargs, workers, table) -> dict:
-    """Start ``function`` once on each chosen node; ``{address: ref}``.
+    """Start ``function`` once on each chosen node; ``{address: ref}`` (``{}`` for ``workers=[]``).
 
     Raises:
-        ValueError: if ``workers`` names no known worker.
+        ValueError: if ``workers`` names workers and none of them is known.
     """
     global _call_on_node_remote
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -421,7 +488,7 @@ def run_on_nodes(function, args, kwargs, workers, table) -> dict:
     if workers is not None:
         wanted = {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
         table = [w for w in table if {w["address"], str(w["name"]), w["node_id"]} & wanted]
-        if not table:
+        if not table and wanted:  # ``workers=[]``: nowhere, as Dask's ``run`` ({})
             raise ValueError(f"no worker matches {sorted(wanted)!r}")
     if _call_on_node_remote is None:
         _call_on_node_remote = ray.remote(_call_on_node)

@@ -325,6 +325,12 @@ class as_completed:
             return bool(self.queue)
 
     def __repr__(self):
+        # live counts, as Dask's (whose event loop moves finished futures at once):
+        # one non-blocking look at Ray first
+        try:
+            self._harvest(block=False)
+        except Exception:  # noqa: BLE001 - Ray gone (the client closed): the counts as they were
+            pass
         with self.lock:
             return f"<as_completed: waiting={len(self.futures)} done={len(self.queue)}>"
 
