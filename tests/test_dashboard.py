@@ -233,40 +233,76 @@ def test_task_records_carry_the_node_that_ran_them(dash_client, http):
     assert len({by_key[f.key]["node_id"] for f in futures.values()}) == 3
 
 
+def _transfers_into(http, key, timed_by_ray=True, since=0):
+    """``(reply, transfers into key)`` once the consumer shows (with Ray's timing if asked)."""
+    def ok(r):
+        into = [t for t in r["transfers"] if t["to_key"] == key]
+        return into and (not timed_by_ray or all(t["timing"] == "ray" for t in into))
+
+    reply = _wait_for(lambda: http.get("/api/tasks", params={"since": since}).json(), ok, timeout=30)
+    return reply, [t for t in reply["transfers"] if t["to_key"] == key]
+
+
 @pytest.mark.multinode
-def test_large_object_consumed_on_another_node_is_a_transfer(dash_client, http):
+def test_large_result_consumed_on_another_node_is_a_direct_transfer_timed_by_ray(dash_client, http):
     from raydask.cluster import worker_table
 
     first, second = worker_table()[:2]
     nbytes = 4 * 2**20
     x = dash_client.submit(_array, nbytes, workers=[first["address"]])
     y = dash_client.submit(_size, x, workers=[second["address"]])
-    same = dash_client.submit(_size, x, workers=[first["address"]])
+    same = dash_client.submit(_size, x, workers=[first["address"]], pure=False)  # its own key
     assert y.result() == same.result() == nbytes
-    reply = _wait_for(lambda: http.get("/api/tasks").json(),
-                      lambda r: any(t["to_key"] == y.key for t in r["transfers"]))
-    moved = [t for t in reply["transfers"] if t["key"] == x.key]
-    assert len(moved) == 1, moved  # the consumer on the producer's node moved nothing
-    (t,) = moved
-    assert t["to_key"] == y.key
-    assert t["nbytes"] == nbytes
-    assert t["from_worker"] == first["address"] and t["to_worker"] == second["address"]
+    reply, (t,) = _transfers_into(http, y.key)
     tasks = {r["key"]: r for r in reply["tasks"]}
-    assert t["stop"] == tasks[y.key]["start"] and t["start"] <= t["stop"]
+    assert tasks[same.key]["node_id"] == tasks[x.key]["node_id"]
+    assert not [t for t in reply["transfers"] if t["to_key"] == same.key]  # same node: nothing moved
+    assert t["key"] == x.key and t["nbytes"] == tasks[x.key]["nbytes"] == nbytes
+    assert t["from_worker"] == first["address"] and t["to_worker"] == second["address"]
+    assert t["from_node_id"] == tasks[x.key]["node_id"] and t["to_node_id"] == tasks[y.key]["node_id"]
+    assert t["route"] == "direct" and t["via"].startswith(f"direct object transfer ({nbytes} B)")
+    assert "task:deserialize_arguments" in t["timed"] or "PENDING_ARGS_FETCH" in t["timed"]
+    # Ray's window: after the producer stored its result, ending by the consumer's start
+    assert tasks[x.key]["stop"] <= t["start"] <= t["stop"] <= tasks[y.key]["start"]
 
 
 @pytest.mark.multinode
-def test_small_results_are_not_transfers(dash_client, http):
+def test_small_result_consumed_on_another_node_is_a_transfer_via_the_owner(dash_client, http):
+    from raydask.cluster import worker_table
+
+    first, second, third = worker_table()[:3]
+    x = dash_client.submit(_inc, 5000, workers=[first["address"]])
+    y = dash_client.submit(_inc, x, workers=[second["address"]])
+    z = dash_client.submit(_add, x, y, workers=[third["address"]])
+    assert z.result() == 5001 + 5002
+    reply, (t,) = _transfers_into(http, y.key)
+    tasks = {r["key"]: r for r in reply["tasks"]}
+    size = tasks[x.key]["nbytes"]
+    assert 0 < size < 100 * 1024  # the receipt's size of an int, inlined by Ray
+    assert t["key"] == x.key and t["nbytes"] == size
+    assert (t["from_worker"], t["to_worker"]) == (first["address"], second["address"])
+    assert t["route"] == "owner" and t["via"].startswith(f"via the owner (inlined, {size} B)")
+    assert "SUBMITTED_TO_WORKER" in t["timed"] and t["timing"] == "ray"
+    assert tasks[x.key]["stop"] <= t["start"] <= t["stop"] <= tasks[y.key]["start"]
+    reply, into_z = _transfers_into(http, z.key)  # one transfer per input from another node
+    assert sorted((t["key"], t["from_worker"], t["to_worker"]) for t in into_z) == sorted(
+        [(x.key, first["address"], third["address"]), (y.key, second["address"], third["address"])])
+
+
+@pytest.mark.multinode
+def test_ray_s_timing_reaches_a_page_that_already_saw_the_estimate(dash_client, http):
     from raydask.cluster import worker_table
 
     first, second = worker_table()[:2]
-    x = dash_client.submit(_inc, 5000, workers=[first["address"]])
+    x = dash_client.submit(_inc, 7000, workers=[first["address"]])
     y = dash_client.submit(_inc, x, workers=[second["address"]])
     y.result()
-    reply = _wait_for(lambda: http.get("/api/tasks").json(),
-                      lambda r: y.key in {t["key"] for t in r["tasks"]})
-    assert y.key in {t["key"] for t in reply["tasks"]}
-    assert not [t for t in reply["transfers"] if t["to_key"] == y.key]
+    seen, (t,) = _transfers_into(http, y.key, timed_by_ray=False)  # Ray reports events about once a second
+    if t["timing"] == "estimate":
+        assert "estimated" in t["timed"] and t["stop"] == {r["key"]: r for r in seen["tasks"]}[y.key]["start"]
+        later, (t,) = _transfers_into(http, y.key, since=seen["cursor"])
+        assert later["cursor"] > seen["cursor"] and y.key in {r["key"] for r in later["tasks"]}
+    assert t["timing"] == "ray"
 
 
 @pytest.mark.multinode
