@@ -42,6 +42,29 @@ def test_prefix_layout_orders_prefixes_by_dependency_and_ignores_self_loops():
     assert places["inc"][0] == 0 and places["double"][0] == 1 and places["add"][0] == 2
 
 
+def test_ray_window_waits_for_both_the_owner_s_and_the_worker_s_events():
+    from raydask.dashboard.transfers import ray_window
+    from raydask.raycompat import TaskTiming
+
+    owner = {"PENDING_ARGS_AVAIL": 10.0, "SUBMITTED_TO_WORKER": 11.0, "FINISHED": 13.0}
+    worker = {"RUNNING": 11.1}
+    span = {"task:deserialize_arguments": (11.2, 12.5)}
+    assert ray_window(TaskTiming(0, "n1", dict(owner)), "n1", stopped=12.9, now=13.5) is None  # worker's not in
+    assert ray_window(TaskTiming(0, "n1", dict(worker), dict(span)), "n1", 12.9, now=13.5) is None  # owner's not in
+    both = TaskTiming(0, "n1", {**owner, **worker}, dict(span))
+    assert ray_window(both, "n2", 12.9, now=13.5) is None  # an attempt elsewhere than the receipt's
+    w = ray_window(both, "n1", 12.9, now=13.5)
+    assert w.direct[:2] == (11.2, 12.5) and "task:deserialize_arguments" in w.direct[2]
+    assert w.owner[:2] == (11.0, 12.5) and "SUBMITTED_TO_WORKER" in w.owner[2]
+    fetched = TaskTiming(0, "n1", {**owner, **worker, "PENDING_ARGS_FETCH": 10.5}, dict(span))
+    assert ray_window(fetched, "n1", 12.9, now=13.5).direct[:2] == (10.5, 12.5)
+    # without the profile span (Ray's timeline off): RUNNING to the task's start, after a grace period
+    no_span = TaskTiming(0, "n1", {**owner, **worker})
+    assert ray_window(no_span, "n1", 12.9, now=13.5) is None
+    w = ray_window(no_span, "n1", 12.9, now=20.0)
+    assert w.direct[:2] == (11.1, None) and w.owner[:2] == (11.0, None)
+
+
 @pytest.mark.parametrize("address, expected", [
     (":8787", ("127.0.0.1", 8787)), ("8787", ("127.0.0.1", 8787)), (0, ("127.0.0.1", 0)), (8787, ("127.0.0.1", 8787)),
     ("0.0.0.0:9000", ("0.0.0.0", 9000)), ("http://localhost:1234", ("localhost", 1234)),
@@ -96,6 +119,18 @@ def test_page_files_are_in_the_package_and_load_nothing_from_the_internet():
         text = (folder / name).read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
     assert plotly_js().stat().st_size > 1_000_000
+
+
+def test_pages_come_from_the_checkout_the_code_runs_from():
+    """Not the one an editable install points at: a git worktree serves its own pages."""
+    from pathlib import Path
+
+    import raydask
+    from raydask.dashboard.app import static_dir
+
+    checkout = Path(raydask.__file__).resolve().parents[1]
+    assert (checkout / "pyproject.toml").is_file()  # the tests run from a source checkout
+    assert static_dir() == checkout / "dashboard"
 
 
 # -- against a real cluster ---------------------------------------------------------------

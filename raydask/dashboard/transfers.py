@@ -56,43 +56,44 @@ class RayWindow:
     owner: tuple | None
 
 
-def ray_window(timing, node_id) -> RayWindow | None:
+def ray_window(timing, node_id, stopped, now=None, grace=5.0) -> RayWindow | None:
     """The consumer's argument windows from its :class:`~raydask.raycompat.TaskTiming`.
 
-    None while the events are incomplete (a worker reports states and profile
-    spans in batches) or describe an attempt on another node than the receipt's.
+    None while the events are incomplete: the owner (``SUBMITTED_TO_WORKER``,
+    ``FINISHED``) and the executing worker (``RUNNING``, its profile spans)
+    report in separate batches, about once a second each.  Without the
+    ``task:deserialize_arguments`` span (Ray's timeline can be turned off) it
+    waits ``grace`` seconds after the task ``stopped``, then uses ``RUNNING``.
+    None too for an attempt on another node than the receipt's.
     """
     if timing.node_id is not None and timing.node_id != node_id:
         return None
     states, span = timing.states, timing.spans.get(_DESERIALIZE)
-    if span is None:
-        if "FINISHED" not in states and "FAILED" not in states:
-            return None  # the profile span may still come (Ray's timeline can be turned off)
-        running = states.get("RUNNING")
-        fetched = states.get("PENDING_ARGS_FETCH")
-        direct = None
-        if fetched is not None and states.get("SUBMITTED_TO_WORKER", 0) >= fetched:
-            direct = (fetched, states["SUBMITTED_TO_WORKER"],
-                      "timed by Ray: PENDING_ARGS_FETCH to SUBMITTED_TO_WORKER (its node pulling the arguments)")
-        elif running is not None:
-            direct = (running, None, "timed by Ray: from RUNNING to the task's start (the worker getting its arguments)")
-        sent = states.get("SUBMITTED_TO_WORKER")
-        owner = None if sent is None else (
-            sent, None, "timed by Ray: from SUBMITTED_TO_WORKER (the owner sending the task, the value inside) "
-                        "to the task's start")
-        return RayWindow(direct, owner)
-    start, stop = span
+    sent, running = states.get("SUBMITTED_TO_WORKER"), states.get("RUNNING")
+    if sent is None:
+        return None  # the owner's events are not in yet
     fetched = states.get("PENDING_ARGS_FETCH")
+    if span is None:
+        now = time.time() if now is None else now
+        if running is None or now - stopped < grace:
+            return None
+        if fetched is not None and sent >= fetched:
+            direct = (fetched, sent, "timed by Ray: PENDING_ARGS_FETCH to SUBMITTED_TO_WORKER "
+                                     "(its node pulling the arguments)")
+        else:
+            direct = (running, None, "timed by Ray: from RUNNING to the task's start "
+                                     "(the worker getting its arguments)")
+        return RayWindow(direct, (sent, None, "timed by Ray: from SUBMITTED_TO_WORKER (the owner sending "
+                                              "the task, the value inside) to the task's start"))
+    start, stop = span
     if fetched is not None and fetched < start:
         direct = (fetched, stop, "timed by Ray: from PENDING_ARGS_FETCH (its node pulling the arguments) "
                                  "to the end of task:deserialize_arguments")
     else:
         direct = (start, stop, "timed by Ray: task:deserialize_arguments (the worker getting its arguments, "
                                "pulled from the other node)")
-    sent = states.get("SUBMITTED_TO_WORKER")
-    owner = None if sent is None or sent > stop else (
-        sent, stop, "timed by Ray: from SUBMITTED_TO_WORKER (the owner sending the task, the value inside) "
-                    "to the end of task:deserialize_arguments")
+    owner = (min(sent, stop), stop, "timed by Ray: from SUBMITTED_TO_WORKER (the owner sending the task, "
+                                    "the value inside) to the end of task:deserialize_arguments")
     return RayWindow(direct, owner)
 
 
@@ -112,7 +113,7 @@ class Transfers:
         self.patience = patience
         self.batch = batch
         self._windows: dict = {}  # consumer key -> RayWindow
-        self._waiting: dict = {}  # consumer key -> (task id, node id, first asked, monotonic)
+        self._waiting: dict = {}  # consumer key -> (task id, node id, stop time, first asked (monotonic))
         self._untimed: set = set()  # consumers Ray never timed: estimates for good
         self._readable = True
         self._lock = threading.Lock()  # pages refresh from several threads; Ray is asked outside it
@@ -147,9 +148,9 @@ class Transfers:
                 self._waiting.clear()
                 return []
             for key, entry in batch:
-                task_id, node_id, since = entry
+                task_id, node_id, stopped, since = entry
                 timing = found.get(task_id)
-                window = None if timing is None else ray_window(timing, node_id)
+                window = None if timing is None else ray_window(timing, node_id, stopped)
                 if window is not None:
                     self._windows[key] = window
                     timed.append(key)
@@ -172,7 +173,7 @@ class Transfers:
         with self._lock:
             window = self._windows.get(ev.key)
             if window is None and ev.task_id is not None and ev.key not in self._untimed and self._readable:
-                self._waiting.setdefault(ev.key, (ev.task_id, rec.node_id, time.monotonic()))
+                self._waiting.setdefault(ev.key, (ev.task_id, rec.node_id, rec.stop, time.monotonic()))
         estimate = None
         rows = []
         for d in moved:
