@@ -51,8 +51,10 @@ function streamFigure() {
   stream.transfers.forEach(function (t) {
     const tr = trace("transfer", "rgba(220, 20, 20, 0.75)", width * 0.6);
     const y = stream.rows.get(rowOf(t.to_worker, t.pid));
+    // what the server knows: the route (via the owner, inlined, or node to node) and what timed the bar
     const text = "transfer " + t.key + " → " + t.to_key + "<br>" + RD.formatBytes(t.nbytes) +
-      " from " + t.from_worker + " to " + t.to_worker;
+      " from " + t.from_worker + " to " + t.to_worker + "<br>" + RD.escape(t.via) + "<br>" +
+      RD.formatSeconds(t.stop - t.start) + ", " + RD.escape(t.timed);
     // a transfer's window may be empty (inputs ready before submit): keep it visible
     const stop = Math.max(t.stop, t.start + sliver);
     tr.x.push(t.start * 1000, stop * 1000, null);

@@ -43,6 +43,8 @@ class TaskEvent:
     error: str | None = None
     seq: int = 0  # cursor value of the latest change
     created: int = 0  # cursor value when the key was first seen (its edges are new then)
+    task_id: bytes | None = None  # the Ray task's id once it ended (for Ray's task events)
+    scattered: bool = False  # data the client put into the object store, no task
 
 
 class _Slot:
@@ -67,13 +69,25 @@ def _error_text(exc) -> str | None:
     return None if exc is None else f"{type(exc).__name__}: {exc}"
 
 
+def _task_id(state) -> bytes | None:
+    """The Ray task id of an ended task (asked of its value's ref), else None."""
+    ref = state.ref
+    if state.record is None or state.receipt is None or ref is None or ref is _RECORDED:
+        return None
+    try:
+        return ref.task_id().binary()
+    except Exception:  # noqa: BLE001 - a ref of another kind: no task to ask Ray about
+        return None
+
+
 def view(state, slot) -> TaskEvent:
     """A :class:`TaskEvent` snapshot of a live state (what the dashboard reads)."""
     erred = state.status in (Status.ERROR, Status.LOST)
     return TaskEvent(
         state.key, key_split(state.key), state.deps, state.submitted, state.phase(), state.priority or 0,
         state.record, _error_text(state.exception) if erred else None,
-        slot.seq, slot.created,
+        slot.seq, slot.created, _task_id(state),
+        state.receipt is None and state.ref is not None and state.ref is not _RECORDED,
     )
 
 
@@ -188,6 +202,18 @@ class EventLog:
         if since > 0:
             events.sort(key=lambda e: e.seq)
         return cursor, events
+
+    def touch(self, key) -> None:
+        """Show ``key`` to readers again (its state did not change; a reader learned more).
+
+        The dashboard calls it when Ray's task events arrive for a task it already
+        showed, so that every page, whatever its cursor, is sent the task again.
+        """
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None:
+                self._seq += 1
+                slot.seq = self._seq
 
     def forgotten_since(self, since: int) -> list:
         """Keys evicted after cursor ``since`` (a reader drops its copies of them)."""

@@ -42,6 +42,29 @@ def test_prefix_layout_orders_prefixes_by_dependency_and_ignores_self_loops():
     assert places["inc"][0] == 0 and places["double"][0] == 1 and places["add"][0] == 2
 
 
+def test_ray_window_waits_for_both_the_owner_s_and_the_worker_s_events():
+    from raydask.dashboard.transfers import ray_window
+    from raydask.raycompat import TaskTiming
+
+    owner = {"PENDING_ARGS_AVAIL": 10.0, "SUBMITTED_TO_WORKER": 11.0, "FINISHED": 13.0}
+    worker = {"RUNNING": 11.1}
+    span = {"task:deserialize_arguments": (11.2, 12.5)}
+    assert ray_window(TaskTiming(0, "n1", dict(owner)), "n1", stopped=12.9, now=13.5) is None  # worker's not in
+    assert ray_window(TaskTiming(0, "n1", dict(worker), dict(span)), "n1", 12.9, now=13.5) is None  # owner's not in
+    both = TaskTiming(0, "n1", {**owner, **worker}, dict(span))
+    assert ray_window(both, "n2", 12.9, now=13.5) is None  # an attempt elsewhere than the receipt's
+    w = ray_window(both, "n1", 12.9, now=13.5)
+    assert w.direct[:2] == (11.2, 12.5) and "task:deserialize_arguments" in w.direct[2]
+    assert w.owner[:2] == (11.0, 12.5) and "SUBMITTED_TO_WORKER" in w.owner[2]
+    fetched = TaskTiming(0, "n1", {**owner, **worker, "PENDING_ARGS_FETCH": 10.5}, dict(span))
+    assert ray_window(fetched, "n1", 12.9, now=13.5).direct[:2] == (10.5, 12.5)
+    # without the profile span (Ray's timeline off): RUNNING to the task's start, after a grace period
+    no_span = TaskTiming(0, "n1", {**owner, **worker})
+    assert ray_window(no_span, "n1", 12.9, now=13.5) is None
+    w = ray_window(no_span, "n1", 12.9, now=20.0)
+    assert w.direct[:2] == (11.1, None) and w.owner[:2] == (11.0, None)
+
+
 @pytest.mark.parametrize("address, expected", [
     (":8787", ("127.0.0.1", 8787)), ("8787", ("127.0.0.1", 8787)), (0, ("127.0.0.1", 0)), (8787, ("127.0.0.1", 8787)),
     ("0.0.0.0:9000", ("0.0.0.0", 9000)), ("http://localhost:1234", ("localhost", 1234)),
@@ -96,6 +119,18 @@ def test_page_files_are_in_the_package_and_load_nothing_from_the_internet():
         text = (folder / name).read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
     assert plotly_js().stat().st_size > 1_000_000
+
+
+def test_pages_come_from_the_checkout_the_code_runs_from():
+    """Not the one an editable install points at: a git worktree serves its own pages."""
+    from pathlib import Path
+
+    import raydask
+    from raydask.dashboard.app import static_dir
+
+    checkout = Path(raydask.__file__).resolve().parents[1]
+    assert (checkout / "pyproject.toml").is_file()  # the tests run from a source checkout
+    assert static_dir() == checkout / "dashboard"
 
 
 # -- against a real cluster ---------------------------------------------------------------
@@ -233,40 +268,76 @@ def test_task_records_carry_the_node_that_ran_them(dash_client, http):
     assert len({by_key[f.key]["node_id"] for f in futures.values()}) == 3
 
 
+def _transfers_into(http, key, timed_by_ray=True, since=0):
+    """``(reply, transfers into key)`` once the consumer shows (with Ray's timing if asked)."""
+    def ok(r):
+        into = [t for t in r["transfers"] if t["to_key"] == key]
+        return into and (not timed_by_ray or all(t["timing"] == "ray" for t in into))
+
+    reply = _wait_for(lambda: http.get("/api/tasks", params={"since": since}).json(), ok, timeout=30)
+    return reply, [t for t in reply["transfers"] if t["to_key"] == key]
+
+
 @pytest.mark.multinode
-def test_large_object_consumed_on_another_node_is_a_transfer(dash_client, http):
+def test_large_result_consumed_on_another_node_is_a_direct_transfer_timed_by_ray(dash_client, http):
     from raydask.cluster import worker_table
 
     first, second = worker_table()[:2]
     nbytes = 4 * 2**20
     x = dash_client.submit(_array, nbytes, workers=[first["address"]])
     y = dash_client.submit(_size, x, workers=[second["address"]])
-    same = dash_client.submit(_size, x, workers=[first["address"]])
+    same = dash_client.submit(_size, x, workers=[first["address"]], pure=False)  # its own key
     assert y.result() == same.result() == nbytes
-    reply = _wait_for(lambda: http.get("/api/tasks").json(),
-                      lambda r: any(t["to_key"] == y.key for t in r["transfers"]))
-    moved = [t for t in reply["transfers"] if t["key"] == x.key]
-    assert len(moved) == 1, moved  # the consumer on the producer's node moved nothing
-    (t,) = moved
-    assert t["to_key"] == y.key
-    assert t["nbytes"] == nbytes
-    assert t["from_worker"] == first["address"] and t["to_worker"] == second["address"]
+    reply, (t,) = _transfers_into(http, y.key)
     tasks = {r["key"]: r for r in reply["tasks"]}
-    assert t["stop"] == tasks[y.key]["start"] and t["start"] <= t["stop"]
+    assert tasks[same.key]["node_id"] == tasks[x.key]["node_id"]
+    assert not [t for t in reply["transfers"] if t["to_key"] == same.key]  # same node: nothing moved
+    assert t["key"] == x.key and t["nbytes"] == tasks[x.key]["nbytes"] == nbytes
+    assert t["from_worker"] == first["address"] and t["to_worker"] == second["address"]
+    assert t["from_node_id"] == tasks[x.key]["node_id"] and t["to_node_id"] == tasks[y.key]["node_id"]
+    assert t["route"] == "direct" and t["via"].startswith(f"direct object transfer ({nbytes} B)")
+    assert "task:deserialize_arguments" in t["timed"] or "PENDING_ARGS_FETCH" in t["timed"]
+    # Ray's window: after the producer stored its result, ending by the consumer's start
+    assert tasks[x.key]["stop"] <= t["start"] <= t["stop"] <= tasks[y.key]["start"]
 
 
 @pytest.mark.multinode
-def test_small_results_are_not_transfers(dash_client, http):
+def test_small_result_consumed_on_another_node_is_a_transfer_via_the_owner(dash_client, http):
+    from raydask.cluster import worker_table
+
+    first, second, third = worker_table()[:3]
+    x = dash_client.submit(_inc, 5000, workers=[first["address"]])
+    y = dash_client.submit(_inc, x, workers=[second["address"]])
+    z = dash_client.submit(_add, x, y, workers=[third["address"]])
+    assert z.result() == 5001 + 5002
+    reply, (t,) = _transfers_into(http, y.key)
+    tasks = {r["key"]: r for r in reply["tasks"]}
+    size = tasks[x.key]["nbytes"]
+    assert 0 < size < 100 * 1024  # the receipt's size of an int, inlined by Ray
+    assert t["key"] == x.key and t["nbytes"] == size
+    assert (t["from_worker"], t["to_worker"]) == (first["address"], second["address"])
+    assert t["route"] == "owner" and t["via"].startswith(f"via the owner (inlined, {size} B)")
+    assert "SUBMITTED_TO_WORKER" in t["timed"] and t["timing"] == "ray"
+    assert tasks[x.key]["stop"] <= t["start"] <= t["stop"] <= tasks[y.key]["start"]
+    reply, into_z = _transfers_into(http, z.key)  # one transfer per input from another node
+    assert sorted((t["key"], t["from_worker"], t["to_worker"]) for t in into_z) == sorted(
+        [(x.key, first["address"], third["address"]), (y.key, second["address"], third["address"])])
+
+
+@pytest.mark.multinode
+def test_ray_s_timing_reaches_a_page_that_already_saw_the_estimate(dash_client, http):
     from raydask.cluster import worker_table
 
     first, second = worker_table()[:2]
-    x = dash_client.submit(_inc, 5000, workers=[first["address"]])
+    x = dash_client.submit(_inc, 7000, workers=[first["address"]])
     y = dash_client.submit(_inc, x, workers=[second["address"]])
     y.result()
-    reply = _wait_for(lambda: http.get("/api/tasks").json(),
-                      lambda r: y.key in {t["key"] for t in r["tasks"]})
-    assert y.key in {t["key"] for t in reply["tasks"]}
-    assert not [t for t in reply["transfers"] if t["to_key"] == y.key]
+    seen, (t,) = _transfers_into(http, y.key, timed_by_ray=False)  # Ray reports events about once a second
+    if t["timing"] == "estimate":
+        assert "estimated" in t["timed"] and t["stop"] == {r["key"]: r for r in seen["tasks"]}[y.key]["start"]
+        later, (t,) = _transfers_into(http, y.key, since=seen["cursor"])
+        assert later["cursor"] > seen["cursor"] and y.key in {r["key"] for r in later["tasks"]}
+    assert t["timing"] == "ray"
 
 
 @pytest.mark.multinode

@@ -142,7 +142,11 @@ def _fail(x):
 
 @pytest.fixture(scope="module")
 def dash(browser):
-    """A two-node client with the dashboard on, after a seed-like workload."""
+    """A two-node client with the dashboard on, after a seed-like workload.
+
+    Each ``inc`` runs on one node and its ``double`` on the other, so every
+    first ``add`` takes an input from another node (small ints: via the owner).
+    """
     import conftest
     from raydask import Client
     from raydask.cluster import worker_table
@@ -150,14 +154,17 @@ def dash(browser):
     conftest._pool.close()  # one Ray per process
     client = Client(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0")
     try:
-        zs = []
+        first, second = worker_table()[:2]
+        nodes = [first["address"], second["address"]]
+        zs, adds = [], []
         for i in range(20):
-            x = client.submit(_inc, i)
-            y = client.submit(_double, x)
+            x = client.submit(_inc, i, workers=[nodes[i % 2]])
+            y = client.submit(_double, x, workers=[nodes[(i + 1) % 2]])
             zs.append(client.submit(_add, x, y))
+        adds += zs
         while len(zs) > 1:
             zs = [client.submit(_add, zs[i], zs[i + 1]) if i + 1 < len(zs) else zs[i] for i in range(0, len(zs), 2)]
-        first, second = worker_table()[:2]
+            adds += zs
         big = client.submit(_array, 2 * 2**20, workers=[first["address"]])
         moved = client.submit(_size, big, workers=[second["address"]])
         bad = client.submit(_fail, 1)
@@ -166,6 +173,7 @@ def dash(browser):
         with pytest.raises(ValueError):
             bad.result()
         client._test_futures = [zs, big, moved, bad]  # keep them alive (in memory) for the pages
+        client._test_adds = sorted({f.key for f in adds})
         yield client
     finally:
         client.close()
@@ -194,6 +202,31 @@ def test_status_page_shows_tasks_transfers_and_progress(tab, dash):
     assert "erred: 1" in page.inner_text("#progress-summary")
     time.sleep(0.5)
     tab.screenshot("status.png")
+    assert not tab.problems(), tab.problems()
+
+
+@pytest.mark.timeout(180)
+def test_tree_reduction_across_nodes_shows_its_transfers_timed_by_ray(tab, dash):
+    import json
+
+    page = tab.open("/status")
+    adds = json.dumps(dash._test_adds)
+    into_adds = f"Array.from(stream.transfers.values()).filter(t => {adds}.includes(t.to_key))"
+    tab.wait_for(f"{into_adds}.length >= 20")  # at least one per first-level add
+    info = page.inner_text("#stream-info")
+    assert int(info.split(" tasks, ")[1].split(" transfers")[0]) >= 21, info  # and the large one
+    # Ray's task events arrive about a second after a task ends; the page is sent the update
+    tab.wait_for("Array.from(stream.transfers.values()).every(t => t.timing === 'ray')", timeout=60)
+    moved = page.evaluate(into_adds)
+    assert {t["route"] for t in moved} == {"owner"}  # small ints travel inside the task spec
+    assert all(t["from_worker"] != t["to_worker"] and t["nbytes"] > 0 for t in moved)
+    tab.wait_for("document.getElementById('stream').data.some(tr => tr.name === 'transfer' && "
+                 "tr.text.some(s => s && s.includes('via the owner (inlined, ') && s.includes('SUBMITTED_TO_WORKER')))")
+    hover = page.evaluate("document.getElementById('stream').data.find(tr => tr.name === 'transfer').text")
+    assert any("direct object transfer" in s and "task:deserialize_arguments" in s for s in hover if s)
+    assert page.evaluate("document.getElementById('stream').data.find(tr => tr.name === 'transfer')"
+                         ".line.color") == "rgba(220, 20, 20, 0.75)"  # red, as in Dask
+    tab.screenshot("status-transfers.png")
     assert not tab.problems(), tab.problems()
 
 

@@ -303,6 +303,14 @@ def test_task_events_shape():
     filters = gcs_service_pb2.GetTaskEventsRequest.Filters()
     filters.task_filters.append(gcs_service_pb2.GetTaskEventsRequest.Filters.TaskIdFilter(task_id=b"x"))
     gcs_service_pb2.GetTaskEventsRequest(limit=1, filters=filters)
+    # what task_timings reads of each reply (the dashboard's transfer bars)
+    from ray.core.generated import common_pb2, gcs_pb2
+
+    assert {"attempt_number", "state_updates", "profile_events"} <= set(gcs_pb2.TaskEvents.DESCRIPTOR.fields_by_name)
+    assert {"node_id", "state_ts_ns"} <= set(gcs_pb2.TaskStateUpdate.DESCRIPTOR.fields_by_name)
+    entry = gcs_pb2.TaskEvents.DESCRIPTOR.fields_by_name["profile_events"].message_type.fields_by_name["events"]
+    assert {"event_name", "start_time", "end_time"} <= set(entry.message_type.fields_by_name)
+    assert {"SUBMITTED_TO_WORKER", "RUNNING", "PENDING_ARGS_FETCH", "FINISHED"} <= set(common_pb2.TaskStatus.keys())
 
 
 def test_task_attempt_nodes_of_a_finished_task(client):
@@ -316,3 +324,25 @@ def test_task_attempt_nodes_of_a_finished_task(client):
         assert time.monotonic() < deadline, nodes
         time.sleep(0.2)
     assert nodes[0] == ray.get_runtime_context().get_node_id()
+
+
+def test_task_timings_of_a_finished_task(client):
+    before = time.time()
+    ref = ray.remote(lambda x: x).remote(1)
+    assert ray.get(ref) == 1
+    task_id = ref.task_id().binary()
+    deadline = time.monotonic() + 10
+    while True:  # task events reach the GCS in batches, within about a second
+        timings = raycompat.task_timings([task_id, b"\0" * len(task_id)])
+        timing = timings.get(task_id)
+        if timing is not None and "FINISHED" in timing.states and "task:deserialize_arguments" in timing.spans:
+            break
+        assert time.monotonic() < deadline, timings
+        time.sleep(0.2)
+    assert list(timings) == [task_id]  # a task the GCS does not know is left out
+    assert timing.attempt == 0 and timing.node_id == ray.get_runtime_context().get_node_id()
+    s = timing.states
+    assert before - 1 < s["SUBMITTED_TO_WORKER"] <= s["RUNNING"] <= s["FINISHED"] < time.time() + 1
+    start, end = timing.spans["task:deserialize_arguments"]
+    assert s["SUBMITTED_TO_WORKER"] <= start <= end <= s["FINISHED"]
+    assert raycompat.task_timings([]) == {}

@@ -65,12 +65,20 @@ SECURITY_HEADERS = (
 
 
 def static_dir() -> Path:
-    """The folder holding the page files, wherever raydask is installed."""
+    """The folder holding the page files, wherever raydask is installed.
+
+    Imported from a source checkout (a ``pyproject.toml`` beside the package),
+    that checkout's top-level ``dashboard/`` folder: an editable install maps
+    ``raydask.dashboard.static`` to the folder of the checkout it was made from,
+    which is another one when this code runs from a git worktree.
+    """
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "dashboard" / "status.html").is_file():
+        return checkout / "dashboard"
     spec = importlib.util.find_spec("raydask.dashboard.static")
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])
-    # a source checkout run without installing: the top-level dashboard/ folder
-    return Path(__file__).resolve().parents[2] / "dashboard"
+    return checkout / "dashboard"
 
 
 def plotly_js() -> Path:

@@ -56,7 +56,8 @@ _FIELDS = ("key", "prefix", "deps", "submitted", "state", "priority", "error")
 def _row(ev: TaskEvent) -> tuple:
     rec = ev.record
     return (ev.key, ev.prefix, tuple(ev.deps), ev.submitted, ev.state, ev.priority, ev.error,
-            None if rec is None else (rec.type, rec.nbytes, rec.start, rec.stop, rec.node_id, rec.pid))
+            None if rec is None else (rec.type, rec.nbytes, rec.start, rec.stop, rec.node_id, rec.pid),
+            ev.task_id, ev.scattered)
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
@@ -199,7 +200,7 @@ class ClusterLog:
                     self._apply(row)
 
     def _apply(self, row) -> None:
-        key, prefix, deps, submitted, state, priority, error, rec = row
+        key, prefix, deps, submitted, state, priority, error, rec, task_id, scattered = row
         ev = self._tasks.get(key)
         self._seq += 1
         if ev is None:
@@ -207,7 +208,16 @@ class ClusterLog:
             ev.created = self._seq
         ev.state, ev.error = state, error
         ev.record = None if rec is None else TaskRecord(*rec)
+        ev.task_id, ev.scattered = task_id, scattered
         ev.seq = self._seq
+
+    def touch(self, key) -> None:
+        """Show ``key`` to readers again (as :meth:`raydask.events.EventLog.touch`)."""
+        with self._lock:
+            ev = self._tasks.get(key)
+            if ev is not None:
+                self._seq += 1
+                ev.seq = self._seq
 
     def snapshot(self, since: int = 0):
         self._pull()

@@ -7,14 +7,10 @@ keys, and builds plain JSON-ready dicts.  Ray is asked only
 for its node table (placement, threads, memory), never for its task list,
 which costs seconds with thousands of tasks (RAY-NOTES).
 
-Transfers are derived, because Ray does not report them: a task whose
-dependency was produced on another node had that dependency's bytes moved to
-its node before it started.  Results under Ray's inline limit (100 KiB) travel
-inside the task spec through the owner, not between nodes, so they are not
-counted.  The transfer's size is the dependency's result size; its bar is the
-window in which Ray must have moved the data: from the latest of "all inputs
-existed", "the task was submitted" and "the process finished its previous
-task", to the task's start.  It is an upper bound on the transfer's duration.
+Transfers (every input a task used on another node than the one that made
+it, whatever its size, and how and when Ray moved it) are derived in
+:mod:`.transfers`; their timing is the one place this module asks Ray about
+tasks: one filtered GCS call per cross-node consumer, once.
 """
 
 from __future__ import annotations
@@ -29,15 +25,13 @@ from .. import raycompat
 from ..cluster import worker_table
 from .collect import collect
 from .layout import GraphLayout, prefix_layout
+from .transfers import Transfers
 
 __all__ = ["ClientSource", "STATES"]
 
 logger = logging.getLogger("raydask.dashboard")
 
 #: Graph states in Dask's order; colours live in the page (Dask's palette).
-#: Ray passes smaller results inline (``max_direct_call_object_size``), not node to node.
-INLINE_LIMIT = 100 * 1024
-
 STATES = ("waiting", "queued", "processing", "memory", "released", "erred", "cancelled")
 
 
@@ -50,9 +44,10 @@ class ClientSource:
         max_graph_nodes: past this many tasks the graph page gets one node per
             key prefix instead of one per task.
         name: shown in the page header.
+        transfers: derives and times the task stream's transfers (:class:`.transfers.Transfers`).
     """
 
-    def __init__(self, events, workers=worker_table, max_graph_nodes=20_000, name="raydask"):
+    def __init__(self, events, workers=worker_table, max_graph_nodes=20_000, name="raydask", transfers=None):
         if not isinstance(max_graph_nodes, int) or isinstance(max_graph_nodes, bool) or max_graph_nodes < 1:
             raise ValueError(f"max_graph_nodes must be a positive integer, got {max_graph_nodes!r}")
         self.events = events
@@ -66,6 +61,7 @@ class ClientSource:
         self._workers_cache: tuple[float, list] = (0.0, [])
         self._busy: dict = defaultdict(list)  # (node_id, pid) -> sorted stop times of its tasks
         self._timed: set = set()
+        self._moves = Transfers() if transfers is None else transfers
 
     # -- catching up with the log ---------------------------------------------------------
     def _sync(self) -> int:
@@ -83,6 +79,7 @@ class ClientSource:
                 if ev is not None and ev.record is not None:
                     self._timed.discard(key)
                 self._layout.forget(key)
+                self._moves.forget(key)
             new = [ev for ev in changed if ev.key not in self._layout]
             new.sort(key=lambda ev: ev.created)  # dependencies were submitted first
             for ev in changed:
@@ -153,6 +150,7 @@ class ClientSource:
     # -- /api/tasks -----------------------------------------------------------------------
     def tasks(self, since: int = 0) -> dict:
         """Finished tasks (with where and when they ran) and derived transfers."""
+        self._retime()
         cursor = self._sync()
         names = self._node_names()
         with self._lock:
@@ -175,20 +173,31 @@ class ClientSource:
         rec = ev.record
         inputs = [self._tasks.get(d) for d in ev.deps]
         inputs = [d for d in inputs if d is not None and d.record is not None]
-        moved = [d for d in inputs if d.record.node_id != rec.node_id and d.record.nbytes >= INLINE_LIMIT]
-        if not moved:
-            return []
-        stops = self._busy.get((rec.node_id, rec.pid), [])
-        i = bisect.bisect_right(stops, rec.start)
-        previous = stops[i - 1] if i else 0.0
-        start = min(max([ev.submitted, previous] + [d.record.stop for d in inputs]), rec.start)
-        return [{
-            "key": d.key, "to_key": ev.key, "nbytes": d.record.nbytes,
-            "from_worker": names.get(d.record.node_id, d.record.node_id),
-            "to_worker": names.get(rec.node_id, rec.node_id),
-            "from_node_id": d.record.node_id, "to_node_id": rec.node_id, "pid": rec.pid,
-            "start": start, "stop": rec.start,
-        } for d in moved]
+
+        def estimate_start():
+            stops = self._busy.get((rec.node_id, rec.pid), [])
+            i = bisect.bisect_right(stops, rec.start)
+            previous = stops[i - 1] if i else 0.0
+            return max([ev.submitted, previous] + [d.record.stop for d in inputs])
+
+        return self._moves.into(ev, inputs, names, estimate_start)
+
+    def _retime(self) -> None:
+        """Ask Ray's task events about consumers shown with estimated transfers.
+
+        The ones Ray has timed are touched in the log, so every page's next
+        ``since`` includes them again, with Ray's timing.
+        """
+        if not self._moves.waiting:
+            return
+        try:
+            timed = self._moves.ask_ray()
+        except Exception:  # noqa: BLE001 - Ray going down under a still-open page
+            logger.debug("cannot read Ray's task events", exc_info=True)
+            return
+        touch = getattr(self.events, "touch", None)
+        for key in timed if touch is not None else ():
+            touch(key)
 
     # -- /api/progress --------------------------------------------------------------------
     def progress(self) -> dict:
