@@ -88,6 +88,18 @@ def _dataframe_groupby(partitions, compute):
     return {"seconds": seconds}
 
 
+def _timed_fib(run, n):
+    """Time ``run()``, which computes fib(n) on the cluster, and check its answer."""
+    t0 = time.perf_counter()
+    value = run()
+    seconds = time.perf_counter() - t0
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    assert value == a, (n, value)
+    return {"seconds": seconds}
+
+
 class DaskAPI(_Engine):
     """raydask or dask.distributed, driven through the same Dask API calls."""
 
@@ -110,6 +122,7 @@ class DaskAPI(_Engine):
         else:
             raise ValueError(f"unknown Dask-API engine {kind!r}")
         self.mod = mod
+        self.api = mod.__name__  # the module the fib rows' tasks take get_client from
         self.dashboard_link = getattr(self.client, "dashboard_link", None) if dashboard else None
 
     def info(self):
@@ -235,6 +248,14 @@ class DaskAPI(_Engine):
             level = [c.submit(tasks.add, level[i], level[i + 1]) for i in range(0, len(level), 2)]
         level[0].result()
         return {"seconds": time.perf_counter() - t0}
+
+    def fib_get_client(self, n):
+        """Dask's task-launch page, the ``get_client`` block: ``fib(n)`` whose tasks launch tasks."""
+        return _timed_fib(lambda: self.client.submit(tasks.fib_get_client, n, self.api).result(), n)
+
+    def fib_worker_client(self, n):
+        """The same page's ``worker_client`` block."""
+        return _timed_fib(lambda: self.client.submit(tasks.fib_worker_client, n, self.api).result(), n)
 
     def as_completed(self, n):
         c, base = self.client, self.fresh(n)
@@ -418,6 +439,7 @@ class RawRay(_Engine):
         self.nbytes_of, self.wait_for_file, self.inc_after = r(tasks.nbytes_of), r(tasks.wait_for_file), r(tasks.inc_after)
         self.nb_inc, self.nb_double, self.nb_add = r(tasks.nb_inc), r(tasks.nb_double), r(tasks.nb_add)
         self.stamped_sleep = r(tasks.stamped_sleep)
+        self.fib = tasks.ray_fib()
 
     def info(self):
         return {"engine": "ray", "versions": {"ray": self.ray.__version__}}
@@ -501,42 +523,6 @@ class RawRay(_Engine):
         assert last == n + 1, last
         return {"seconds": time.perf_counter() - t0}
 
-    # -- the coordination rows: Ray's own Queue, and the smallest actor a Ray user would write --
-    def queue_put_get(self, n):
-        """``n`` puts then ``n`` gets on ``ray.util.queue.Queue`` (Ray's own, an async actor)."""
-        from ray.util.queue import Queue
-
-        q = Queue()
-        q.put(0)
-        q.get()
-        t0 = time.perf_counter()
-        for i in range(n):
-            q.put(i)
-        for _ in range(n):
-            q.get()
-        return {"seconds": time.perf_counter() - t0}
-
-    def _registry(self):
-        registry = self.ray.remote(num_cpus=0, max_concurrency=1000)(tasks.Registry).remote()
-        self.ray.get(registry.get.remote("x"))  # up before the clock starts
-        return registry
-
-    def lock_pairs(self, n):
-        registry, get = self._registry(), self.ray.get
-        t0 = time.perf_counter()
-        for _ in range(n):
-            assert get(registry.acquire.remote("lock"))
-            get(registry.release.remote("lock"))
-        return {"seconds": time.perf_counter() - t0}
-
-    def variable_pairs(self, n):
-        registry, get = self._registry(), self.ray.get
-        t0 = time.perf_counter()
-        for i in range(n):
-            get(registry.set.remote("x", i))
-            get(registry.get.remote("x"))
-        return {"seconds": time.perf_counter() - t0}
-
     def round_trip(self, n):
         base, get = self.fresh(n), self.ray.get
         t0 = time.perf_counter()
@@ -561,6 +547,13 @@ class RawRay(_Engine):
             level = [self.add.remote(level[i], level[i + 1]) for i in range(0, len(level), 2)]
         self.ray.get(level[0])
         return {"seconds": time.perf_counter() - t0}
+
+    def fib_get_client(self, n):
+        """Nested Ray tasks: a remote fib calling ``fib.remote`` and ``ray.get`` (Ray has no keys:
+        ``fib(k)`` runs once per call, 2 fib(n+1) - 1 tasks in all)."""
+        return _timed_fib(lambda: self.ray.get(self.fib.remote(n)), n)
+
+    fib_worker_client = fib_get_client  # Ray has one way to launch tasks from tasks
 
     def as_completed(self, n):
         base, ray = self.fresh(n), self.ray

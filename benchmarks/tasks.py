@@ -4,6 +4,7 @@ They are pickled *by value* (``cloudpickle.register_pickle_by_value``), so Ray's
 and Dask's worker processes need not import this package.
 """
 
+import importlib
 import os
 import random
 import time
@@ -106,3 +107,44 @@ class Registry:
     def release(self, name):
         with self.lock:
             self.held.discard(name)
+
+
+# Dask's task-launch page (distributed's docs/source/task-launch.rst): a recursive Fibonacci
+# whose tasks submit their two predecessors.  ``api`` names the module whose get_client,
+# worker_client, secede and rejoin they use ("raydask" or "distributed"); an argument, not a
+# global the engine sets, because Ray pickles this module by reference (its own cloudpickle).
+def fib_get_client(n, api):
+    """The page's ``get_client`` block: map the two calls, secede while gathering, rejoin."""
+    if n < 2:
+        return n
+    mod = importlib.import_module(api)
+    client = mod.get_client()
+    jobs = client.map(fib_get_client, [n - 1, n - 2], api=api)
+    mod.secede()
+    out = client.gather(jobs)
+    mod.rejoin()
+    return sum(out)
+
+
+def fib_worker_client(n, api):
+    """The same with ``worker_client()`` (two submits and a gather inside the block)."""
+    if n < 2:
+        return n
+    with importlib.import_module(api).worker_client() as client:
+        a_future = client.submit(fib_worker_client, n - 1, api)
+        b_future = client.submit(fib_worker_client, n - 2, api)
+        a, b = client.gather([a_future, b_future])
+    return a + b
+
+
+def ray_fib():
+    """Raw Ray's nested tasks: a remote ``fib`` that calls ``fib.remote`` twice and ``ray.get``."""
+    import ray
+
+    @ray.remote
+    def fib(n):
+        if n < 2:
+            return n
+        return sum(ray.get([fib.remote(n - 1), fib.remote(n - 2)]))
+
+    return fib

@@ -9,15 +9,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def quick_run(out, *args, timeout):
+    """``python -m benchmarks --quick ARGS --output OUT``, which must succeed."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", *args, "--output", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 @pytest.mark.timeout(300)
 def test_quick_submit_rate_prints_a_ratio(tmp_path, no_client):
     out = tmp_path / "RESULTS.md"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "submit_rate", "--engines", "raydask,ray",
-         "--output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=280,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = quick_run(out, "--only", "submit_rate", "--engines", "raydask,ray", timeout=280)
     ratio_lines = [line for line in proc.stdout.splitlines() if line.startswith("submit_rate") and "ratio raydask vs ray" in line]
     assert ratio_lines, proc.stdout
     table = out.read_text()
@@ -30,3 +33,11 @@ def test_unknown_workload_is_rejected():
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "no_such_workload" in proc.stderr
+
+
+@pytest.mark.timeout(600)
+def test_quick_task_launch_rows_run_on_every_engine(tmp_path, no_client):
+    proc = quick_run(tmp_path / "RESULTS.md", "--only", "fib_get_client", "--only", "fib_worker_client", timeout=580)
+    for row in ("fib_get_client", "fib_worker_client"):
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(row) and "vs dask" in line]
+        assert lines and "—" not in lines[0], proc.stdout
