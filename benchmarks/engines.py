@@ -523,6 +523,42 @@ class RawRay(_Engine):
         assert last == n + 1, last
         return {"seconds": time.perf_counter() - t0}
 
+    # -- the coordination rows: Ray's own Queue, and the smallest actor a Ray user would write --
+    def queue_put_get(self, n):
+        """``n`` puts then ``n`` gets on ``ray.util.queue.Queue`` (Ray's own, an async actor)."""
+        from ray.util.queue import Queue
+
+        q = Queue()
+        q.put(0)
+        q.get()
+        t0 = time.perf_counter()
+        for i in range(n):
+            q.put(i)
+        for _ in range(n):
+            q.get()
+        return {"seconds": time.perf_counter() - t0}
+
+    def _registry(self):
+        registry = self.ray.remote(num_cpus=0, max_concurrency=1000)(tasks.Registry).remote()
+        self.ray.get(registry.get.remote("x"))  # up before the clock starts
+        return registry
+
+    def lock_pairs(self, n):
+        registry, get = self._registry(), self.ray.get
+        t0 = time.perf_counter()
+        for _ in range(n):
+            assert get(registry.acquire.remote("lock"))
+            get(registry.release.remote("lock"))
+        return {"seconds": time.perf_counter() - t0}
+
+    def variable_pairs(self, n):
+        registry, get = self._registry(), self.ray.get
+        t0 = time.perf_counter()
+        for i in range(n):
+            get(registry.set.remote("x", i))
+            get(registry.get.remote("x"))
+        return {"seconds": time.perf_counter() - t0}
+
     def round_trip(self, n):
         base, get = self.fresh(n), self.ray.get
         t0 = time.perf_counter()

@@ -77,7 +77,7 @@ JUMP_WINDOW = 3
 
 MAIN = ("raydask", "ray", "dask")
 DASH = ("raydask", "raydask+dashboard")
-COORD = ("raydask", "dask")  # raw Ray has no Queue/Lock/Variable of the same API
+COORD = ("raydask", "ray", "dask")  # Ray: its own Queue; a dict-and-lock actor for Lock/Variable (the floor)
 FAST = {"ray": (">=", 0.9)}
 
 
