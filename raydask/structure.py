@@ -1,7 +1,12 @@
 """The one walk over Dask's nested argument structures.
 
 Dask looks for futures inside lists, tuples, sets, frozensets, dicts and their
-subclasses (namedtuples included), at any depth.  Four things in raydask walk
+subclasses (namedtuples included), at any depth.  A structure in which a future
+was replaced is rebuilt as Dask rebuilds it for a task: a namedtuple as its own
+class, from the arguments its ``__getnewargs_ex__``/``__getnewargs__`` give (so
+one with a custom ``__new__`` is made as pickling would make it); any other
+subclass as its base type (a list subclass as a ``list``, an ``OrderedDict`` or
+``defaultdict`` as a ``dict``).  A structure without futures is left as it is.  Four things in raydask walk
 those structures the same way: packing a call's arguments for Ray
 (:func:`raydask.scheduling.pack`), unpacking them in the task, finding the
 futures in an object (:func:`futures_of`), and putting gathered values where
@@ -10,7 +15,7 @@ the futures were (``Client.gather``).  They all use :func:`walk`.
 
 from __future__ import annotations
 
-__all__ = ["CONTAINERS", "KEEP", "futures_of", "is_dask_collection", "rebuild", "walk"]
+__all__ = ["CONTAINERS", "KEEP", "futures_of", "is_dask_collection", "is_namedtuple", "rebuild", "walk"]
 
 ATOMS = frozenset({int, float, str, bytes, bool, complex, type(None)})
 CONTAINERS = (list, tuple, set, frozenset, dict)
@@ -39,7 +44,9 @@ def walk(obj, visit, depth=0):
         items = {k: walk(v, visit, depth + 1) for k, v in obj.items()}
         if all(items[k] is v for k, v in obj.items()):
             return obj
-        return items if t is dict else rebuild(t, items, obj)
+        return items
+    if is_namedtuple(obj):
+        return _walk_namedtuple(obj, visit, depth)
     if isinstance(obj, (list, tuple, set, frozenset)):
         items = [walk(v, visit, depth + 1) for v in obj]
         if all(n is o for n, o in zip(items, obj)):
@@ -48,18 +55,31 @@ def walk(obj, visit, depth=0):
     return obj
 
 
+def is_namedtuple(obj) -> bool:
+    """Whether ``obj`` has the namedtuple API (as ``dask.utils.is_namedtuple_instance``)."""
+    return (isinstance(obj, tuple) and hasattr(obj, "_make") and hasattr(obj, "_asdict")
+            and hasattr(obj, "_replace") and hasattr(obj, "_fields"))
+
+
+def _walk_namedtuple(obj, visit, depth):
+    """A namedtuple made again from its walked constructor arguments, as Dask and pickle make it."""
+    if hasattr(obj, "__getnewargs_ex__"):
+        args, kwargs = obj.__getnewargs_ex__()
+    else:
+        args, kwargs = obj.__getnewargs__(), {}
+    new_args = [walk(v, visit, depth + 1) for v in args]
+    new_kwargs = {k: walk(v, visit, depth + 1) for k, v in kwargs.items()}
+    if all(n is o for n, o in zip(new_args, args)) and all(new_kwargs[k] is v for k, v in kwargs.items()):
+        return obj
+    return type(obj)(*new_args, **new_kwargs)
+
+
 def rebuild(t, items, original):
-    """``t`` made from ``items`` (a list, or a dict for mappings), as ``original`` was."""
-    if t in (list, tuple, set, frozenset, dict):
+    """``items`` (a list) in the container ``original`` was: its own type for the
+    builtin ones, the builtin base type for a subclass (as Dask)."""
+    if t in (list, tuple, set, frozenset):
         return t(items)
-    if isinstance(original, tuple) and hasattr(original, "_fields"):  # namedtuple
-        return t(*items)
-    try:
-        return t(items)
-    except Exception:  # a subclass that cannot be rebuilt from items: give the base type
-        base = dict if isinstance(original, dict) else next(
-            b for b in (list, tuple, set, frozenset) if isinstance(original, b))
-        return base(items)
+    return next(b for b in (list, tuple, set, frozenset) if isinstance(original, b))(items)
 
 
 def futures_of(obj, future_type) -> list:
