@@ -124,3 +124,20 @@ def test_wait_rejects_bad_input(client):
     with pytest.raises(TypeError, match="'x'"):
         wait(["x"])
     assert wait([f]).done == {f}
+
+
+def test_waited_and_gathered_futures_are_released_without_the_garbage_collector(client):
+    # futures_of's walker once closed over itself: the cycle kept every Future it saw
+    # (and so its key) alive until the next garbage collection
+    import gc
+
+    gc.disable()
+    try:
+        futures = client.map(sleep_then, [1, 2], delay=0, pure=False)
+        wait(futures)
+        assert client.gather(futures) == [1, 2]
+        keys = {f.key for f in futures}
+        del futures
+        assert not keys & set(client.futures)
+    finally:
+        gc.enable()
