@@ -88,6 +88,16 @@ def _dataframe_groupby(partitions, compute):
     return {"seconds": seconds}
 
 
+def _put_then_get(q, n):
+    """The queue row's timed part, the same for every engine: ``n`` puts, then ``n`` gets."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        q.put(i)
+    for _ in range(n):
+        q.get()
+    return {"seconds": time.perf_counter() - t0}
+
+
 def _timed_fib(run, n):
     """Time ``run()``, which computes fib(n) on the cluster, and check its answer."""
     t0 = time.perf_counter()
@@ -364,12 +374,7 @@ class DaskAPI(_Engine):
     def queue_put_get(self, n):
         """``n`` ``Queue.put`` of small items, then ``n`` ``Queue.get``."""
         q = self.mod.Queue(f"bench-queue-{self.fresh(n)}", client=self.client)
-        t0 = time.perf_counter()
-        for i in range(n):
-            q.put(i)
-        for _ in range(n):
-            q.get()
-        return {"seconds": time.perf_counter() - t0}
+        return _put_then_get(q, n)
 
     def lock_pairs(self, n):
         """``n`` ``Lock.acquire`` + ``release`` pairs on a free lock."""
@@ -531,12 +536,7 @@ class RawRay(_Engine):
         q = Queue()
         q.put(0)
         q.get()
-        t0 = time.perf_counter()
-        for i in range(n):
-            q.put(i)
-        for _ in range(n):
-            q.get()
-        return {"seconds": time.perf_counter() - t0}
+        return _put_then_get(q, n)
 
     def _registry(self):
         registry = self.ray.remote(num_cpus=0, max_concurrency=1000)(tasks.Registry).remote()
