@@ -621,12 +621,13 @@ class RayCluster(_ClusterBase):
         self._dashboard_link = None
         if not ray.is_initialized():
             address = resolve_address(address)
-            if address.startswith("ray://") and address[len("ray://"):] in local_ray_addresses():
+            local = local_ray_addresses()  # one look at this machine's raylets
+            if address.startswith("ray://") and address[len("ray://"):] in local:
                 # raydask's own scheduler_address ("ray://<GCS>"), as Dask code passes it on:
                 # the GCS of a cluster on this machine, joined directly, not through Ray Client
                 address = address[len("ray://"):]
             kwargs = {}
-            if address in local_ray_addresses():
+            if address in local:
                 use_cluster_auth(address)
             if not address.startswith("ray://"):
                 self.upload_dir = tempfile.mkdtemp(prefix="raydask-upload-")
