@@ -44,11 +44,17 @@ def div(x, y):
 
 
 def flaky(path):
-    """Fail the first call (counted in a file: attempts may run in other processes), then 42."""
+    """Fail the first call (counted in a file: attempts may run in other processes), then 42.
+
+    The second call takes half a second, so a status read right after ``retry()``
+    sees the rerun pending on both engines (Dask's in-process cluster reran the
+    no-op fast enough to read "finished" once in CI).
+    """
     if not os.path.exists(path):
         with open(path, "w") as f:
             f.write("failed once")
         raise ZeroDivisionError("first attempt")
+    time.sleep(0.5)
     return 42
 
 
