@@ -411,6 +411,9 @@ class LocalCluster(_ClusterBase):
         self._dashboard_link = None
         self._lock = threading.Lock()
         self._nodes: list = []  # worker nodes after the head, in start order
+        self._names: dict = {}  # worker node -> its name
+        self._dead: list = []  # worker nodes whose raylet died, for the scaler to clean up
+        self._free_names: list = []  # names of dead workers, for their replacements
         self._next_name = 1
         self._scaler: threading.Thread | None = None
         self._target = max(n_workers, 1)
@@ -511,13 +514,22 @@ class LocalCluster(_ClusterBase):
     def _reconcile(self):
         while self.status is ClusterStatus.RUNNING:
             with self._lock:
+                dead, self._dead = self._dead, []
+            for node in dead:  # the rest of a dead node's processes (its raylet is gone)
+                try:
+                    self._cluster.remove_node(node, allow_graceful=False)
+                except Exception:  # noqa: BLE001 - already gone
+                    logger.debug("raydask: cleaning up a dead worker", exc_info=True)
+            with self._lock:
+                if self._dead:
+                    continue
                 have = 1 + len(self._nodes)
                 want = self._target
                 if have == want:
+                    self._scaler = None  # a death after this starts a new scaler
                     return
                 if have < want:
-                    name = self._next_name
-                    self._next_name += 1
+                    name = self._free_name()
             if have < want:
                 # Nodes added from this thread cannot register signal handlers
                 # (Python allows that only on the main thread); the head's reaper and
@@ -530,13 +542,44 @@ class LocalCluster(_ClusterBase):
                     logger.exception("raydask: could not start worker %s", name)
                     return
                 self.node_start_times.append(time.monotonic() - started)
-                self._reaper.watch(raycompat.raylet_process(added))
                 with self._lock:
                     self._nodes.append(added)
+                    self._names[added] = name
+                self._reaper.watch(raycompat.raylet_process(added), on_exit=lambda _, node=added: self._died(node))
             else:
                 node = self._pick_removable()
                 if node is not None:
                     self._cluster.remove_node(node)
+
+    def _free_name(self):
+        """The name for the next worker: a dead worker's (as Dask's nanny restarts it under
+        its name), else the next number.  Called with the lock held."""
+        if self._free_names:
+            return self._free_names.pop(0)
+        name = self._next_name
+        self._next_name += 1
+        return name
+
+    def _died(self, node):
+        """A worker node's raylet exited while it was ours (killed by hand, or crashed).
+
+        Called on the reaper's thread.  As Dask's nanny restarts a worker whose process
+        died, the scaler starts a node in its place (a new address, the same name) and
+        cleans up what is left of the dead one.  A node that ``scale`` or ``close``
+        removed is no longer in ``_nodes`` and is not replaced.
+        """
+        with self._lock:
+            if self.status is not ClusterStatus.RUNNING or node not in self._nodes:
+                return
+            self._nodes.remove(node)
+            self._dead.append(node)
+            name = self._names.pop(node, None)
+            if name is not None:
+                self._free_names.append(name)
+            logger.warning("raydask: worker %s died; starting another in its place", name)
+            if self._scaler is None or not self._scaler.is_alive():
+                self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
+                self._scaler.start()
 
     def _pick_removable(self):
         """The node to remove next: idle ones first (Ray calls a node idle when it runs
@@ -551,7 +594,9 @@ class LocalCluster(_ClusterBase):
                 return None
             ranked = sorted(range(len(self._nodes)), key=lambda i: (
                 self._nodes[i].node_id not in idle, bool(used.get(self._nodes[i].node_id)), -i))
-            return self._nodes.pop(ranked[0])
+            node = self._nodes.pop(ranked[0])
+            self._names.pop(node, None)
+            return node
 
     def idle_workers(self, idle_ms=0) -> list[str]:
         """Node ids of removable workers that have run nothing for ``idle_ms``."""

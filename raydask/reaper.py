@@ -16,6 +16,7 @@ once (``Popen.poll``); the workers then notice within Ray's check interval
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import threading
@@ -28,14 +29,18 @@ class Reaper:
 
     def __init__(self, name="raydask-reaper"):
         self._lock = threading.Lock()
-        self._watched: dict[int, object] = {}  # pidfd (or pid, without pidfds) -> Popen
+        self._watched: dict[int, tuple] = {}  # pidfd (or pid, without pidfds) -> (Popen, on_exit)
         self._wake_r, self._wake_w = os.pipe()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def watch(self, popen) -> None:
-        """Reap ``popen`` (a ``subprocess.Popen`` child of this process) when it exits."""
+    def watch(self, popen, on_exit=None) -> None:
+        """Reap ``popen`` (a ``subprocess.Popen`` child of this process) when it exits.
+
+        ``on_exit(popen)``, if given, is called on the reaper's thread right after:
+        keep it short (hand anything slow to another thread).
+        """
         if popen is None:
             return
         try:
@@ -43,7 +48,7 @@ class Reaper:
         except (AttributeError, OSError):  # no pidfds (not Linux, or it already exited): look each second
             key = -popen.pid
         with self._lock:
-            self._watched[key] = popen
+            self._watched[key] = (popen, on_exit)
         os.write(self._wake_w, b"x")
 
     def _run(self):
@@ -63,9 +68,14 @@ class Reaper:
             for fd, _ in poller.poll(timeout):
                 if fd == self._wake_r:
                     os.read(self._wake_r, 4096)
-            for key, popen in watched.items():
+            for key, (popen, on_exit) in watched.items():
                 if popen.poll() is not None:  # reaps it: it is no zombie any more
                     self._forget(key, poller, registered)
+                    if on_exit is not None:
+                        try:
+                            on_exit(popen)
+                        except Exception:  # noqa: BLE001 - a broken callback must not stop the reaping
+                            logging.getLogger("raydask").exception("error in a reaper callback")
         for key in list(registered):
             self._forget(key, poller, registered)
         os.close(self._wake_r)

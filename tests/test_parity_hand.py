@@ -184,7 +184,7 @@ def test_get_logs(local):
         assert "raylet" in logs[workers[1]]
 
 
-def test_killing_a_workers_pid_takes_it_down_and_its_task_runs_elsewhere(local, tmp_path):
+def test_killing_a_workers_pid_takes_it_down_its_task_runs_elsewhere_and_it_is_replaced(local, tmp_path):
     """The resilience tutorials' ``os.kill(cluster.scheduler.workers[a].pid, SIGKILL)`` (runs last: it costs a worker)."""
     workers = local.cluster.scheduler.workers
     victim = next(a for a, w in workers.items() if str(w.name) == "2")  # raydask's "0" is the head node
@@ -203,3 +203,8 @@ def test_killing_a_workers_pid_takes_it_down_and_its_task_runs_elsewhere(local, 
         assert not alive
     assert all(psutil.pid_exists(pid) for pid in others)  # nothing else was taken down
     assert local.client.submit(inc, 41, pure=False).result(timeout=60) == 42
+    # and, as Dask's nanny restarts its worker, a new worker takes the dead one's name
+    _wait_until(lambda: len(local.cluster.scheduler.workers) == 3, 120, "three workers again")
+    replacement = {str(w.name): a for a, w in local.cluster.scheduler.workers.items()}["2"]
+    assert replacement != victim
+    assert local.client.submit(where, local.name, workers=[replacement], pure=False).result(timeout=60) == replacement
