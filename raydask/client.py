@@ -29,13 +29,14 @@ import ray.exceptions
 from . import actor, arguments, datasets, limits, metadata, structure
 from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
 from . import context as _context
-from .cluster import LocalCluster, RayCluster, _ClusterBase, session_started, worker_table
+from .cluster import LocalCluster, RayCluster, _ClusterBase, cluster_logs, session_started, worker_table
 from .errors import ClosedClientError, FutureCancelledError, fresh, task_traceback, unwrap
 from .events import EventLog
 from .executor import ClientExecutor
 from .records import TaskRecord
 from .future import Future, FutureState, Settler, Status, _result_steps, notify, quick
 from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
+from .logs import records
 from .messages import Listener
 from .scheduling import (
     LARGE_GRAPH_BYTES, Dispatcher, TaskSpec, _nbytes, arguments_nbytes, call_args, install_upload, node_has,
@@ -991,6 +992,38 @@ class Client:
         return len(ready) == len(refs)
 
     # -- cluster information ----------------------------------------------------------
+    def get_scheduler_logs(self, n=None):
+        """The scheduler's last ``n`` log lines (default 10,000), newest first, as ``[(level, line)]``.
+
+        Differences from dask.distributed:
+            The scheduler's log is the GCS's log file (on this machine); each
+            line's level is read off the line.
+        """
+        self._check_running()
+        return run_call(lambda: records(cluster_logs(False, True, False)["Scheduler"], n),
+                        self.asynchronous, blocking=True)
+
+    def get_worker_logs(self, n=None, workers=None, nanny=False):
+        """``{worker address: [(level, line), ...]}``, each newest first, at most ``n`` lines.
+
+        ``workers``: addresses (default: every worker).  ``nanny=True`` gives
+        the raylet's log, the process that starts and restarts the worker's
+        processes, as Dask's nanny does for its worker.
+
+        Differences from dask.distributed:
+            A worker's log is its raylet's log followed by what its worker
+            processes wrote, so a task's prints are in it too; a node on
+            another machine has an empty log.
+        """
+        self._check_running()
+        wanted = True if workers is None else list(workers)
+
+        def read():
+            logs = cluster_logs(False, False, wanted, processes=not nanny)
+            return {address: records(log, n) for address, log in logs.items()}
+
+        return run_call(read, self.asynchronous, blocking=True)
+
     def scheduler_info(self, **kwargs) -> dict:
         """Dask's ``scheduler_info()`` shape: the cluster and its workers by address.
 

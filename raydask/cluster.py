@@ -215,6 +215,29 @@ def resolve_address(address):
     return found.pop()
 
 
+def cluster_logs(cluster=True, scheduler=True, workers=True, processes=True) -> Logs:
+    """:meth:`_ClusterBase.get_logs` for the cluster this process is connected to.
+
+    ``processes=False`` leaves the worker processes' output out of a worker's log
+    (its raylet's alone: the nearest thing to Dask's nanny log).
+    """
+    logs = Logs()
+    raylets = local_raylets()
+    if cluster:
+        logs["Cluster"] = Log("")
+    if scheduler:
+        head = next((n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("node:__internal_head__")), None)
+        found = raylet_of(head["NodeID"], raylets) if head else None
+        logs["Scheduler"] = gcs_log(found.log_dir if found else None)
+    if workers:
+        wanted = None if workers is True else set(workers)
+        for w in worker_table():
+            if wanted is None or w["address"] in wanted:
+                found = raylet_of(w["node_id"], raylets)
+                logs[w["address"]] = node_log(found, processes=processes) if found else Log("")
+    return logs
+
+
 class _ClusterBase:
     """What Dask's cluster objects share: workers, scale, reprs."""
 
@@ -261,21 +284,7 @@ class _ClusterBase:
             gives an empty log.  Oldest lines first (Dask lists newest first),
             at most the last 10,000 lines of each file.
         """
-        logs = Logs()
-        raylets = local_raylets()
-        if cluster:
-            logs["Cluster"] = Log("")
-        if scheduler:
-            head = next((n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("node:__internal_head__")), None)
-            found = raylet_of(head["NodeID"], raylets) if head else None
-            logs["Scheduler"] = gcs_log(found.log_dir if found else None)
-        if workers:
-            wanted = None if workers is True else set(workers)
-            for w in worker_table():
-                if wanted is None or w["address"] in wanted:
-                    found = raylet_of(w["node_id"], raylets)
-                    logs[w["address"]] = node_log(found) if found else Log("")
-        return logs
+        return cluster_logs(cluster, scheduler, workers)
 
     @property
     def dashboard_link(self):

@@ -16,11 +16,15 @@ import html
 import os
 import re
 
-__all__ = ["Log", "Logs", "gcs_log", "node_log"]
+__all__ = ["Log", "Logs", "gcs_log", "node_log", "records"]
 
 #: Dask keeps the last 10,000 records per server (``distributed.admin.log-length``).
 LINES = 10_000
 
+#: Ray's C++ log lines start ``[2026-12-01 18:02:16,258 I 1874 1874]``: the letter is the level.
+_GLOG = re.compile(r"^\[\S+ \S+ ([DIWEF]) \d+ \d+\]")
+_LEVELS = {"D": "DEBUG", "I": "INFO", "W": "WARNING", "E": "ERROR", "F": "CRITICAL"}
+_PYLEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
 _STARTED = re.compile(r"Started worker process with pid (\d+) worker_id=([0-9a-f]+)")
 
 
@@ -58,10 +62,10 @@ def _sections(paths, lines) -> Log:
     return Log("\n\n".join(parts))
 
 
-def node_log(raylet, lines=LINES) -> Log:
-    """The log of one node: its raylet's files, then its worker processes' stdout/stderr."""
+def node_log(raylet, lines=LINES, processes=True) -> Log:
+    """The log of one node: its raylet's files, then (``processes``) its worker processes' stdout/stderr."""
     paths = [p for p in (raylet.stdout, raylet.stderr) if p]
-    raylet_text = _tail(raylet.stdout, 10**9) if raylet.stdout else None
+    raylet_text = _tail(raylet.stdout, 10**9) if raylet.stdout and processes else None
     if raylet_text and raylet.log_dir:
         try:
             names = os.listdir(raylet.log_dir)
@@ -79,3 +83,28 @@ def gcs_log(log_dir, lines=LINES) -> Log:
     if not log_dir:
         return Log("")
     return _sections([os.path.join(log_dir, "gcs_server.out"), os.path.join(log_dir, "gcs_server.err")], lines)
+
+
+def records(log: str, n=None) -> list[tuple[str, str]]:
+    """``[(level, line), ...]``, newest first, at most ``n`` (Dask's default 10,000).
+
+    The shape of Dask's ``get_scheduler_logs``/``get_worker_logs``.  The level
+    is read off each line: Ray's C++ prefix (``I``, ``W``, ``E``...), else the
+    first Python logging level the line names, else ``INFO`` (a task's prints).
+    File headers and blank lines are left out.
+    """
+    n = LINES if n is None else n
+    out = []
+    for line in reversed(log.splitlines()):
+        if len(out) >= n:
+            break
+        if not line.strip() or (line.startswith("==> ") and line.endswith(" <==")):
+            continue
+        m = _GLOG.match(line)
+        if m:
+            level = _LEVELS[m.group(1)]
+        else:
+            m = _PYLEVEL.search(line)
+            level = m.group(1) if m else "INFO"
+        out.append((level, line))
+    return out

@@ -184,6 +184,33 @@ def test_get_logs(local):
         assert "raylet" in logs[workers[1]]
 
 
+LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def test_client_reads_scheduler_and_worker_logs_as_level_line_pairs(local):
+    """``get_scheduler_logs`` / ``get_worker_logs``: Dask's shape, ``n`` and ``workers=`` honoured."""
+    c = local.client
+    logs = c.get_scheduler_logs(n=5)
+    assert isinstance(logs, (list, tuple)) and 0 < len(logs) <= 5  # Dask: a list in process, a tuple over TCP
+    assert all(level in LEVELS and type(line) is str and line for level, line in logs)
+    if local.name == "raydask":
+        assert type(logs) is list
+    addresses = set(c.scheduler_info()["workers"])
+    per_worker = c.get_worker_logs(n=3)
+    assert set(per_worker) == addresses
+    assert all(isinstance(v, (list, tuple)) and 0 < len(v) <= 3 for v in per_worker.values())
+    assert all(level in LEVELS for v in per_worker.values() for level, _ in v)
+    one = sorted(addresses)[0]
+    assert set(c.get_worker_logs(workers=[one])) == {one}
+    assert len(c.get_worker_logs(nanny=True)) == 3
+    if local.name == "raydask":  # a task's prints are in its worker's log, newest first
+        marker = f"marker-{uuid.uuid4().hex}"
+        address = c.submit(say, marker, local.name, workers=[one], pure=False).result(timeout=60)
+        _wait_until(lambda: any(marker in line for _, line in c.get_worker_logs(workers=[address])[address]),
+                    30, "the print in the worker's log")
+        assert not any(marker in line for _, line in c.get_worker_logs(workers=[address], nanny=True)[address])
+
+
 def test_killing_a_workers_pid_takes_it_down_its_task_runs_elsewhere_and_it_is_replaced(local, tmp_path):
     """The resilience tutorials' ``os.kill(cluster.scheduler.workers[a].pid, SIGKILL)`` (runs last: it costs a worker)."""
     workers = local.cluster.scheduler.workers
