@@ -37,9 +37,10 @@ from .records import TaskRecord
 from .future import Future, FutureState, Settler, Status, _result_steps, notify, quick
 from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
 from .logs import records
+from .sizeof import sizeof
 from .messages import Listener
 from .scheduling import (
-    LARGE_GRAPH_BYTES, Dispatcher, TaskSpec, _nbytes, arguments_nbytes, call_args, install_upload, node_has,
+    LARGE_GRAPH_BYTES, Dispatcher, TaskSpec, arguments_nbytes, call_args, install_upload, node_has,
     node_resources, pack, placement_options, harvest, outcomes, refresh, run_on_nodes, task_options, warn_if_large,
 )
 
@@ -743,7 +744,7 @@ class Client:
             now = time.time()
             ref = ray.put(value)
             state = FutureState(key, ref, None)
-            state.record = TaskRecord(typename(type(value)), _nbytes(value), now, now,
+            state.record = TaskRecord(typename(type(value)), sizeof(value), now, now,
                                       ray.get_runtime_context().get_node_id(), os.getpid())
             with self._lock:
                 self._states[key] = state

@@ -29,6 +29,7 @@ from .direct import DirectSubmitter
 from .errors import capture
 from .future import Future, Status, notify
 from .keys import format_bytes, funcname, typename
+from .sizeof import sizeof
 from .structure import ATOMS as _ATOMS
 from .structure import CONTAINERS as _CONTAINERS
 from .structure import KEEP, walk
@@ -155,16 +156,6 @@ def _node_id():
     return _NODE_ID
 
 
-def _nbytes(value) -> int:
-    n = getattr(value, "nbytes", None)
-    if isinstance(n, int):
-        return n
-    try:
-        return sys.getsizeof(value)
-    except Exception:  # noqa: BLE001
-        return 0
-
-
 #: Dask's ``distributed.admin.large-graph-warning-threshold`` ("10MB"): a call whose
 #: arguments are larger than this warns at submit.
 LARGE_GRAPH_BYTES = 10_000_000
@@ -252,7 +243,7 @@ def _runner(func):
             except Exception:  # noqa: BLE001 - an exception type that refuses attributes
                 pass
             raise err
-        return result, (typename(type(result)), _nbytes(result), start, time.time(), _node_id(), os.getpid())
+        return result, (typename(type(result)), sizeof(result), start, time.time(), _node_id(), os.getpid())
 
     return run
 
