@@ -135,7 +135,7 @@ def render(recs, start, stop, code, workers, include_plotlyjs=True) -> str:
     worker_rows = "".join(
         f"<tr><td>{esc(w['address'])}</td><td>{esc(str(w['name']))}</td><td>{w['nthreads']}</td>"
         f"<td>{format_bytes(w['memory_limit'])}</td></tr>" for w in workers)
-    figure = task_stream_figure(recs).to_html(full_html=False, include_plotlyjs=include_plotlyjs,
+    figure = task_stream_figure(recs, title=None).to_html(full_html=False, include_plotlyjs=include_plotlyjs,
                                               div_id="task-stream")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start))
     return f"""<!DOCTYPE html>

@@ -144,6 +144,8 @@ def task_stream_figure(recs, title="Task Stream"):
     rows: dict = {}
     bars: dict = {}  # legend group -> lists
     t0 = min((s["start"] for r in recs for s in r["startstops"]), default=0.0)
+    t1 = max((s["stop"] for r in recs for s in r["startstops"]), default=t0)
+    shortest = max((t1 - t0) * 1000 / 400, 0.5)  # a bar of a quick task stays visible (a pixel or so)
     for r in recs:
         lane = rows.setdefault(f"{r['worker']}-{r['thread']}", len(rows))
         for s in r["startstops"]:
@@ -151,7 +153,7 @@ def task_stream_figure(recs, title="Task Stream"):
                      "erred" if r["status"] == "error" else key_split(r["key"]))
             b = bars.setdefault(group, {"base": [], "x": [], "y": [], "text": []})
             b["base"].append((s["start"] - t0) * 1000)
-            b["x"].append(max((s["stop"] - s["start"]) * 1000, 0.5))
+            b["x"].append(max((s["stop"] - s["start"]) * 1000, shortest))
             b["y"].append(lane)
             b["text"].append(f"{r['key']}<br>{s['action']} {1000 * (s['stop'] - s['start']):.1f} ms<br>{r['worker']}")
     palette = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725", "#e6550d", "#9467bd", "#8c564b")
@@ -162,9 +164,12 @@ def task_stream_figure(recs, title="Task Stream"):
                        "y": b["y"], "hovertext": b["text"], "hoverinfo": "text", "marker": {"color": colour},
                        "opacity": 0.4 if group == "transfer" else 1.0})
     lanes = sorted(rows, key=rows.get)
-    layout = {"title": {"text": title}, "barmode": "overlay", "xaxis": {"title": {"text": "ms since first start"}},
+    layout = {"barmode": "overlay", "xaxis": {"title": {"text": "ms since the first start"}},
               "yaxis": {"tickvals": list(range(len(lanes))), "ticktext": lanes, "title": {"text": "worker-process"}},
-              "height": max(250, 60 + 30 * len(lanes))}
+              "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom"},
+              "height": max(320, 140 + 40 * len(lanes)), "margin": {"t": 60}}
+    if title:
+        layout["title"] = {"text": title}
     return go.Figure({"data": traces, "layout": layout})
 
 

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from test_dashboard_browser import ARTIFACTS, browser  # noqa: F401 - fixture
 from test_parity import distributed_client, impl, inc  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.parity, pytest.mark.timeout(120)]
@@ -180,6 +181,30 @@ def test_performance_report_writes_standalone_html_of_the_block(client, tmp_path
     assert not any(f.key in page for f in earlier)
     assert "Tasks4" in text.replace(" ", "").replace("\n", "")  # 3 + the one that failed
     assert "with performance_report(" in text  # the calling code
+
+
+@pytest.mark.browser
+def test_performance_report_draws_offline_in_chromium(client, browser, tmp_path):  # noqa: F811
+    """The report opens from disk with no request off it, no script error, one bar per task."""
+    from raydask import performance_report
+
+    path = tmp_path / "dask-report.html"
+    with performance_report(filename=str(path)):
+        client.gather(client.map(slowinc, range(20), pure=False))
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    errors, requests = [], []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda req: requests.append(req.url))
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_selector("#task-stream .main-svg", timeout=30_000)
+        assert page.locator("#task-stream g.point").count() == 20
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "performance-report.png"), full_page=True)
+    finally:
+        page.close()
+    assert errors == []
+    assert [u for u in requests if not u.startswith("file:")] == []
 
 
 def test_performance_report_bad_arguments(client):
