@@ -23,7 +23,7 @@ import threading
 
 from .keys import key_split, parse_timedelta
 
-__all__ = ["get_task_stream", "stream_source", "task_stream", "task_stream_figure"]
+__all__ = ["get_task_stream", "records", "stream_source", "task_stream", "task_stream_figure"]
 
 _starting = threading.Lock()  # two threads priming one client make one log
 
@@ -43,19 +43,19 @@ def stream_source(client):
         return source
 
 
-def _record(row, moves, thread_of) -> dict:
+def _record(row, moves) -> dict:
     """One ClientSource task row (and the transfers into it) as a Dask task-stream record."""
     startstops = [{"action": "transfer", "start": m["start"], "stop": m["stop"], "source": m["from_worker"]}
                   for m in moves if m.get("start") is not None and m.get("stop") is not None]
     startstops.append({"action": "compute", "start": row["start"], "stop": row["stop"]})
-    out = {"key": row["key"], "worker": row["worker"], "thread": thread_of(row), "startstops": startstops}
+    out = {"key": row["key"], "worker": row["worker"], "thread": row["pid"], "startstops": startstops}
     if row["state"] == "erred":  # Dask's erred record has no metadata, nbytes or type
         out.update(status="error", cause=row["key"], exception=None, traceback=None,
                    exception_text=row["error"] or "", traceback_text="",
                    stimulus_id=f"task-erred-{row['stop']}")
     else:
-        out.update(status="OK", metadata={}, nbytes=row["nbytes"], typename=row["type"], type=_pickled_type(row["type"]),
-                   stimulus_id=f"task-finished-{row['stop']}")
+        out.update(status="OK", metadata={}, nbytes=row["nbytes"], typename=row["type"],
+                   type=_pickled_type(row["type"]), stimulus_id=f"task-finished-{row['stop']}")
     return out
 
 
@@ -75,9 +75,9 @@ def records(source, exclude=()) -> list[dict]:
     moves: dict = {}
     for m in payload["transfers"]:
         moves.setdefault(m["to_key"], []).append(m)
-    rows = [r for r in payload["tasks"] if r["key"] not in exclude and r["state"] not in ("cancelled",)]
+    rows = [r for r in payload["tasks"] if r["key"] not in exclude and r["state"] != "cancelled"]
     rows.sort(key=lambda r: r["stop"])
-    return [_record(r, moves.get(r["key"], ()), lambda r: r["pid"]) for r in rows]
+    return [_record(r, moves.get(r["key"], ())) for r in rows]
 
 
 def _window(recs, start, stop, count) -> list:
