@@ -227,3 +227,33 @@ def test_task_stream_reads_the_dashboards_source(no_client):
             assert c.submit(slowinc, 1).result() == 2
         assert [r["key"] for r in ts.data] == [c.submit(slowinc, 1).key]
         assert c._stream_source is None
+
+
+def make_array(n):
+    import numpy as np
+
+    return np.ones(n)
+
+
+def array_sum(x):
+    return float(x.sum())
+
+
+def test_task_stream_shows_a_cross_node_input_as_a_transfer(multinode_client):
+    """Dask puts a fetched dependency in the consumer's startstops as a "transfer" from its worker."""
+    from raydask import get_task_stream
+
+    c = multinode_client
+    first, second = list(c.scheduler_info()["workers"])[:2]
+    with get_task_stream(client=c) as ts:
+        a = c.submit(make_array, 300_000, workers=[first])  # 2.4 MB: pulled node to node
+        b = c.submit(array_sum, a, workers=[second])
+        assert b.result() == 300_000.0
+    by_key = {r["key"]: r for r in ts.data}
+    assert set(by_key) == {a.key, b.key}
+    assert [s["action"] for s in by_key[a.key]["startstops"]] == ["compute"]
+    assert by_key[a.key]["worker"] == first and by_key[b.key]["worker"] == second
+    transfer, compute = by_key[b.key]["startstops"]
+    assert transfer["action"] == "transfer" and compute["action"] == "compute"
+    assert transfer["source"] == first
+    assert transfer["start"] <= transfer["stop"]
