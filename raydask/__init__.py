@@ -16,7 +16,9 @@ from .locks import Lock, MultiLock, Semaphore
 from .messages import print, warn  # noqa: A004 - Dask's names: print and warn in tasks reach the client
 from .progress import progress
 from .queues import Queue
+from .report import performance_report
 from .servers import Scheduler, Worker
+from .task_stream import get_task_stream
 from .variable import Variable
 from .waiting import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 from .worker import default_client, get_client, get_worker, local_client, rejoin, secede, worker_client
@@ -52,8 +54,10 @@ __all__ = [
     "fire_and_forget",
     "futures_of",
     "get_client",
+    "get_task_stream",
     "get_worker",
     "local_client",
+    "performance_report",
     "print",
     "progress",
     "rejoin",

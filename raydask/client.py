@@ -117,6 +117,8 @@ class Client:
         self._owns_cluster = False
         self._events = None
         self._dashboard = None
+        self._stream_source = None  # the task stream's reader without a dashboard (raydask.task_stream)
+        self._max_tasks = dashboard_max_tasks
         self._settler = None
         self._loop_thread = None  # runs Client.sync's coroutines for a synchronous client
         self._listener = None  # raydask.messages.Listener from the first task on (False inside a task)
@@ -991,6 +993,44 @@ class Client:
             return True
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
         return len(ready) == len(refs)
+
+    # -- diagnostics ------------------------------------------------------------------
+    def _recording(self) -> EventLog:
+        """The client's event log, started now if the client had none (no dashboard).
+
+        It follows the keys the client holds from this moment on, as the
+        dashboard's log would have: the task stream's record of what ran.
+        """
+        with self._lock:
+            if self._events is None:
+                events = EventLog(max_tasks=self._max_tasks)
+                for state in self._states.values():
+                    events.add(state)
+                self._events = events
+            return self._events
+
+    def get_task_stream(self, start=None, stop=None, count=None, plot=False, filename="task-stream.html",
+                        bokeh_resources=None):
+        """Dask's task stream: one record per task that ran (``key``, ``worker``, ``startstops``...).
+
+        Args:
+            start, stop: a window by when tasks stopped: ``time.time()`` values or
+                strings like ``"60s"`` (that long ago).
+            count: at most this many records (the last ones, or the first after ``start``).
+            plot: True to return ``(records, figure)``; ``"save"`` also writes the
+                figure to ``filename`` as standalone HTML.
+            bokeh_resources: accepted for compatibility, ignored (no Bokeh).
+
+        Differences from dask.distributed:
+            The figure is a Plotly figure.  Records come from the client's event
+            log, which keeps ``dashboard_max_tasks`` tasks (Dask keeps 100,000).
+            A client made with ``dashboard_address=None`` starts recording at the
+            first call, as Dask's plugin does ("call this once before you start work").
+        """
+        from .task_stream import task_stream
+
+        return run_call(lambda: task_stream(self, start, stop, count, plot, filename), self.asynchronous,
+                        blocking=True)
 
     # -- cluster information ----------------------------------------------------------
     def get_scheduler_logs(self, n=None):

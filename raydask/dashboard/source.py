@@ -147,6 +147,16 @@ class ClientSource:
         edges = sorted([d, p] for p, ds in deps.items() for d in ds if d != p)
         return {"cursor": cursor, "view": "prefix", "total": total, "nodes": nodes, "edges": edges}
 
+    def finished_keys(self) -> set:
+        """Keys known to have run (they have a receipt), after catching up with the log.
+
+        ``raydask.get_task_stream`` takes it on entering its block, to leave out
+        on exit the tasks that had already run.
+        """
+        self._sync()
+        with self._lock:
+            return {k for k, ev in self._tasks.items() if ev.record is not None}
+
     # -- /api/tasks -----------------------------------------------------------------------
     def tasks(self, since: int = 0) -> dict:
         """Finished tasks (with where and when they ran) and derived transfers."""
