@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import inspect
 import logging
 import os
@@ -21,12 +22,13 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 
 import ray
 import ray.exceptions
 
-from . import actor, arguments, datasets, limits, metadata, structure
+from . import actor, arguments, datasets, limits, metadata, structure, versions
 from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
 from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, cluster_logs, session_started, worker_table
@@ -1098,6 +1100,40 @@ class Client:
                         | live | {"id": w["address"], "metrics": {"time": now}} for w in table},
         }
 
+    def get_versions(self, check=False, packages=None):
+        """``{"scheduler": {...}, "workers": {address: {...}}, "client": {...}}``: what runs where.
+
+        Each entry is ``{"host": {python, OS, machine...}, "packages": {name: version}}``
+        with Dask's packages plus ``ray`` and ``raydask`` (None: not installed there).
+
+        Args:
+            check: warn (``UserWarning``, Dask's "Mismatched versions found" table)
+                when the client, scheduler and workers differ.
+            packages: more package names to report.
+
+        Differences from dask.distributed:
+            The "scheduler" entry is a zero-CPU task on Ray's head node (the GCS
+            runs there) and each worker's a task on its node, so they describe
+            the Ray worker processes' environment.
+        """
+        extra = versions.check_packages(packages)
+        if not isinstance(check, bool):
+            raise TypeError(f"check must be True or False, got {check!r}")
+        self._check_running()
+        return run_call(lambda: self._get_versions(check, extra), self.asynchronous, blocking=True)
+
+    def _get_versions(self, check, packages) -> dict:
+        # the head always has its node resource, even when it offers no CPU (raydask.Scheduler)
+        head = _on_head(versions.versions).remote(packages)
+        workers = run_on_nodes(versions.versions, (packages,), {}, None, worker_table())
+        result = {"scheduler": ray.get(head), "workers": dict(zip(workers, ray.get(list(workers.values())))),
+                  "client": versions.versions(packages)}
+        if check:
+            rows = versions.mismatches(result["client"], result["scheduler"], result["workers"])
+            if rows:
+                warnings.warn(versions.mismatch_message(rows), stacklevel=3)
+        return result
+
     def nthreads(self, workers=None, **kwargs) -> dict:
         """``{worker address: threads}`` (Ray CPUs per node).
 
@@ -1368,6 +1404,12 @@ class Client:
     def shutdown(self):
         """Close the client and the cluster it started (never a cluster it joined)."""
         return self.close()
+
+
+@functools.cache
+def _on_head(function):
+    """``function`` as a zero-CPU Ray task pinned to the head node, made once per function."""
+    return ray.remote(num_cpus=0, max_retries=0, resources={"node:__internal_head__": 0.001})(function)
 
 
 def _collect_runs(refs, on_error):
