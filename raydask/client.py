@@ -37,7 +37,7 @@ from .events import EventLog
 from .executor import ClientExecutor
 from .records import TaskRecord
 from .future import Future, FutureState, Settler, Status, _result_steps, notify, quick
-from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
+from .keys import format_bytes, funcname, key_split, parse_timedelta, tokenize, typename, validate_key
 from .logs import records
 from .sizeof import sizeof
 from .messages import Listener
@@ -1192,6 +1192,82 @@ class Client:
             for address in where:
                 if address in out:
                     out[address].append(key)
+        return out
+
+    def retire_workers(self, workers=None, close_workers=True, **kwargs):
+        """Remove workers from this client's ``LocalCluster``; ``{address: worker info}`` of those retired.
+
+        Args:
+            workers: addresses or names (default: every idle worker but the first,
+                as Dask retires the workers it can spare).
+            close_workers: accepted for compatibility: a retired Ray node is always stopped.
+
+        Raises:
+            ValueError: if ``workers`` names the first worker (Ray's head node, which
+                holds the cluster's state), or the cluster is not a ``LocalCluster``
+                this process started.
+
+        Differences from dask.distributed:
+            Dask first copies results held only by the leaving workers elsewhere;
+            Ray recomputes such a result from its lineage when it is next needed.
+            Workers are matched by exact address or name; Dask's ``names=``,
+            ``n=``, ``minimum=`` and ``target=`` are not supported.
+        """
+        if not isinstance(self.cluster, LocalCluster):
+            raise ValueError(f"retire_workers needs a LocalCluster this process started, not {self.cluster!r}")
+        unknown = set(kwargs) - {"remove", "stimulus_id"}
+        if unknown:
+            raise TypeError(f"retire_workers got unsupported arguments {sorted(unknown)!r}")
+        self._check_running()
+        cluster = self.cluster
+        if workers is None:
+            idle = set(cluster.idle_workers())
+            workers = [w["address"] for w in worker_table() if w["node_id"] in idle]
+        info = self.scheduler_info()["workers"]
+
+        def retire():
+            rows = cluster._take(workers)
+            gone = {w["node_id"] for w in rows}
+            deadline = time.monotonic() + 60
+            while gone & {w["node_id"] for w in worker_table()} and time.monotonic() < deadline:
+                time.sleep(0.1)  # Ray has no callback for a node leaving
+            return {w["address"]: dict(info.get(w["address"], w), status="closed") for w in rows}
+
+        return run_call(retire, self.asynchronous, blocking=True)
+
+    def nbytes(self, keys=None, summary=True, **kwargs) -> dict:
+        """``{key: bytes}`` of each finished result, or, ``summary=True``, summed by key prefix.
+
+        Args:
+            keys: keys to report (default: every finished key this client holds).
+
+        Differences from dask.distributed:
+            The sizes are the tasks' own measure of their results (the value's
+            ``nbytes``, else ``sys.getsizeof``, where Dask uses ``dask.sizeof``),
+            sent home in each task's receipt; only this client's keys are known.
+        """
+        if keys is not None:
+            keys = [keys] if isinstance(keys, (str, tuple)) else list(keys)
+        return run_call(lambda: self._nbytes(keys, summary), self.asynchronous)
+
+    def _nbytes(self, keys, summary) -> dict:
+        with self._lock:
+            if keys is None:
+                states = list(self._states.values())
+            else:
+                missing = [k for k in keys if k not in self._states]
+                if missing:
+                    raise KeyError(missing[0])
+                states = [self._states[k] for k in keys]
+        refresh(states)
+        sizes = {st.key: st.load_record().nbytes for st in states
+                 if st.status is Status.FINISHED and st.load_record() is not None}
+        if not summary:
+            return sizes
+        out: dict = {}
+        for key, n in sizes.items():
+            prefix = key_split(key)
+            out[prefix] = out.get(prefix, 0) + n
         return out
 
     def _states_for(self, futures):

@@ -290,6 +290,30 @@ class _ClusterBase:
     def dashboard_link(self):
         return self._dashboard_link
 
+    _asynchronous = False
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether calls return coroutines: an asynchronous cluster, called inside an event loop."""
+        return self._asynchronous and in_loop()
+
+    def get_client(self):
+        """The default client if it is on this cluster, else a new ``Client(self)`` (as Dask's)."""
+        # Imported here: the client is built on the cluster, not the other way round.
+        from .client import Client
+
+        try:
+            current = Client.current()
+        except ValueError:
+            current = None
+        if current is not None and current.cluster is self:
+            return current
+        return Client(self, asynchronous=self._asynchronous)
+
+    def scale_up(self, n=0, memory=None, cores=None):
+        """Grow to ``n`` workers: Dask's ``scale_up`` is :meth:`scale`."""
+        return self.scale(n, memory=memory, cores=cores)
+
     def _totals(self):
         table = worker_table()
         return len(table), sum(w["nthreads"] for w in table), sum(w["memory_limit"] for w in table)
@@ -422,6 +446,8 @@ class LocalCluster(_ClusterBase):
         self._nodes: list = []  # worker nodes after the head, in start order
         self._names: dict = {}  # worker node -> its name
         self._dead: list = []  # worker nodes whose raylet died, for the scaler to clean up
+        self._retiring: list = []  # worker nodes scale_down took, for the scaler to remove
+        self._added = threading.Condition(self._lock)  # notified when the scaler has recorded a node
         self._free_names: list = []  # names of dead workers, for their replacements
         self._next_name = 1
         self._scaler: threading.Thread | None = None
@@ -524,13 +550,19 @@ class LocalCluster(_ClusterBase):
         while self.status is ClusterStatus.RUNNING:
             with self._lock:
                 dead, self._dead = self._dead, []
+                retiring, self._retiring = self._retiring, []
             for node in dead:  # the rest of a dead node's processes (its raylet is gone)
                 try:
                     self._cluster.remove_node(node, allow_graceful=False)
                 except Exception:  # noqa: BLE001 - already gone
                     logger.debug("raydask: cleaning up a dead worker", exc_info=True)
+            for node in retiring:
+                try:
+                    self._cluster.remove_node(node)
+                except Exception:  # noqa: BLE001 - died meanwhile
+                    logger.debug("raydask: removing a retired worker", exc_info=True)
             with self._lock:
-                if self._dead:
+                if self._dead or self._retiring:
                     continue
                 have = 1 + len(self._nodes)
                 want = self._target
@@ -554,11 +586,62 @@ class LocalCluster(_ClusterBase):
                 with self._lock:
                     self._nodes.append(added)
                     self._names[added] = name
+                    self._added.notify_all()
                 self._reaper.watch(raycompat.raylet_process(added), on_exit=lambda _, node=added: self._died(node))
             else:
                 node = self._pick_removable()
                 if node is not None:
                     self._cluster.remove_node(node)
+
+    def scale_down(self, workers):
+        """Remove these workers (names or addresses, as Dask's); returns at once.
+
+        Unknown names are ignored, as in Dask.  The workers removed are not
+        replaced: the target drops by as many.  A coroutine for an asynchronous
+        cluster inside its event loop (``await cluster.scale_down([...])``).
+
+        Raises:
+            ValueError: if one of them is the first worker, Ray's head node (it holds
+                the cluster's state and is never removed).
+
+        Differences from dask.distributed:
+            Dask's is a coroutine function even on a synchronous cluster (called
+            without ``await`` or ``cluster.sync`` it does nothing); raydask's acts
+            when called there.
+        """
+        self._take(workers)  # the scaler removes them in the background
+        return run_call(lambda: None, self.asynchronous)
+
+    def _take(self, workers) -> list[dict]:
+        """Hand the chosen workers to the scaler for removal; their rows of :func:`worker_table`."""
+        if isinstance(workers, (str, int)):
+            workers = [workers]
+        try:
+            wanted = {str(w) for w in workers}
+        except TypeError:
+            raise TypeError(f"workers must be a list of worker names or addresses, got {workers!r}") from None
+        if self.status is not ClusterStatus.RUNNING:
+            raise RuntimeError(f"cannot scale a cluster that is {self.status.value}")
+        table = [w for w in worker_table() if {w["address"], str(w["name"]), w["node_id"]} & wanted]
+        head = [w["address"] for w in table if w["is_head"]]
+        if head:
+            raise ValueError(f"worker {head[0]!r} is Ray's head node, which holds the cluster's state: "
+                             "it cannot be removed")
+        chosen = {w["node_id"] for w in table}
+        with self._lock:
+            # Ray lists a node a moment before add_node returns it to the scaler: wait for that
+            self._added.wait_for(lambda: chosen <= {n.node_id for n in self._nodes}
+                                 or self._scaler is None or not self._scaler.is_alive(), timeout=30)
+            nodes = [n for n in self._nodes if n.node_id in chosen]
+            for node in nodes:
+                self._nodes.remove(node)  # no longer ours: its exit is not a death (see _died)
+                self._names.pop(node, None)
+                self._retiring.append(node)
+            self._target = max(1, self._target - len(nodes))
+            if nodes and (self._scaler is None or not self._scaler.is_alive()):
+                self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
+                self._scaler.start()
+        return [w for w in table if w["node_id"] in {n.node_id for n in nodes}]
 
     def _free_name(self):
         """The name for the next worker: a dead worker's (as Dask's nanny restarts it under

@@ -10,10 +10,14 @@ test branches on the engine's name and says why (listed in ``docs/migrating.md``
 from __future__ import annotations
 
 import importlib
+import time
+import types
+import uuid
 import warnings
 
 import pytest
 
+from conftest import need
 from test_parity import distributed_client, impl  # noqa: F401
 
 pytestmark = [pytest.mark.parity, pytest.mark.timeout(120)]
@@ -85,3 +89,98 @@ def test_get_versions_bad_input(impl):
 
 def _raise_type_error():
     raise TypeError("Dask fails later, inside its RPC, on a non-iterable")
+
+
+# -- nbytes ----------------------------------------------------------------------------
+def test_nbytes_per_key_and_summary(impl):
+    futures = impl.client.map(inc, [10, 20, 30], key=[f"inc-nb-{uuid.uuid4().hex[:6]}-{i}" for i in range(3)])
+    big = impl.client.submit(bytes, 10_000, key=f"blob-{uuid.uuid4().hex}")
+    impl.wait(futures + [big])
+    keys = [f.key for f in futures] + [big.key]
+    per_key = impl.client.nbytes(keys=keys, summary=False)
+    assert per_key == {**{f.key: 28 for f in futures}, big.key: per_key[big.key]}
+    assert 10_000 <= per_key[big.key] < 10_100
+    assert impl.client.nbytes(keys=keys) == {"inc-nb": 84, "blob": per_key[big.key]}
+    everything = impl.client.nbytes(summary=False)
+    assert all(everything[k] == v for k, v in per_key.items())
+    with pytest.raises(KeyError):
+        impl.client.nbytes(keys=["no-such-key"])
+
+
+# -- a LocalCluster's admin surface: get_client, scale_up/scale_down, retire_workers ----------
+def _engine(name):
+    return importlib.import_module(name)
+
+
+@pytest.fixture(params=["distributed", "raydask"])
+def local(request):
+    """A three-worker LocalCluster on each engine, closed after the test."""
+    need(request.param)
+    m = _engine(request.param)
+    if request.param == "raydask":
+        from conftest import _pool
+
+        _pool.close()
+    # Dask's in-process workers: the admin calls are the same, and they start fast
+    cluster = m.LocalCluster(n_workers=3, threads_per_worker=1, processes=False, dashboard_address=None)
+    client = cluster.get_client()
+    try:
+        client.wait_for_workers(3, timeout=120)
+        yield types.SimpleNamespace(name=request.param, m=m, cluster=cluster, client=client)
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _wait_until(condition, timeout=90):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.multinode
+@pytest.mark.timeout(400)
+def test_cluster_admin(local):
+    cluster, client = local.cluster, local.client
+    assert isinstance(client, local.m.Client) and client.cluster is cluster
+    assert cluster.get_client() is client  # the default client is on this cluster: the same one
+    assert isinstance(cluster.name, str) and cluster.name
+    assert cluster.asynchronous is False
+
+    # scale_down takes worker names (and addresses); it is not a death: nothing replaces them
+    workers = client.scheduler_info()["workers"]
+    by_name = {str(w["name"]): a for a, w in workers.items()}
+    last = max(by_name, key=int)
+    if local.name == "distributed":  # Dask's scale_down is a coroutine function even here
+        cluster.sync(cluster.scale_down, [int(last)])
+    else:
+        assert cluster.scale_down([last]) is None
+    _wait_until(lambda: len(client.scheduler_info()["workers"]) == 2)
+    time.sleep(3)
+    assert by_name[last] not in client.scheduler_info()["workers"]
+    assert len(client.scheduler_info()["workers"]) == 2
+
+    # scale_up is scale
+    cluster.scale_up(3)
+    client.wait_for_workers(3, timeout=120)
+
+    # retire_workers: Dask's shape, the retired worker's info by its address
+    workers = client.scheduler_info()["workers"]
+    victim = max(workers, key=lambda a: int(workers[a]["name"]))
+    retired = client.retire_workers(workers=[victim])
+    assert list(retired) == [victim]
+    assert retired[victim]["name"] == workers[victim]["name"]
+    assert retired[victim]["nthreads"] == 1 and retired[victim]["status"] == "closed"
+    _wait_until(lambda: victim not in client.scheduler_info()["workers"])
+    time.sleep(3)
+    assert len(client.scheduler_info()["workers"]) == 2
+    assert client.submit(inc, 1).result(timeout=60) == 2
+
+    if local.name == "raydask":  # the first worker is Ray's head node: never removed
+        head = next(a for a, w in client.scheduler_info()["workers"].items() if w["is_head"])
+        with pytest.raises(ValueError, match="head node"):
+            client.retire_workers(workers=[head])
+        with pytest.raises(TypeError, match="workers must be a list"):
+            cluster.scale_down(3.5)
+        assert len(client.scheduler_info()["workers"]) == 2
