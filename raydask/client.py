@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import ray
 import ray.exceptions
 
-from . import actor, arguments, datasets, limits, metadata, structure, versions
+from . import actor, arguments, datasets, limits, metadata, structure, topics, versions
 from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
 from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, cluster_logs, session_started, worker_table
@@ -874,6 +874,30 @@ class Client:
             KeyError: if nothing is stored there and no ``default`` is given.
         """
         return run_call(lambda: metadata.get_metadata(self, keys, default), self.asynchronous, blocking=True)
+
+    # -- structured events shared by the cluster (raydask.topics) -------------------------
+    def log_event(self, topic, msg):
+        """Log ``msg`` under ``topic`` (a string, or a list of them) for every client and task to read.
+
+        Raises:
+            TypeError: if ``msg`` is not msgpack-encodable, as in Dask.
+
+        Differences from dask.distributed:
+            Kept in raydask's coordination actor, not on a scheduler; the time
+            stamped on the event is the actor's clock.
+        """
+        return run_call(lambda: topics.log_event(self, topic, msg), self.asynchronous, blocking=True)
+
+    def get_events(self, topic=None):
+        """``((time, msg), ...)`` logged under ``topic``, oldest first, at most the last 1,000;
+        without a topic, ``{topic: events}`` for every topic that has any.
+
+        Differences from dask.distributed:
+            Only what clients and tasks logged: raydask has no scheduler or
+            workers logging their own events (Dask's ``"all"``, ``"scheduler"``,
+            per-worker topics), and ``subscribe_topic`` is not implemented.
+        """
+        return run_call(lambda: topics.get_events(self, topic), self.asynchronous, blocking=True)
 
     # -- debugging failed tasks here (Dask's recreate_tasks) ---------------------------
     def recreate_error_locally(self, future):

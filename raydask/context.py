@@ -16,7 +16,7 @@ import weakref
 
 import ray
 
-from . import raycompat
+from . import raycompat, topics
 from .cluster import worker_table
 
 __all__ = ["current_client", "default_client", "get_worker", "in_task", "rejoin", "secede"]
@@ -102,7 +102,7 @@ class WorkerInfo:
 
     Differences from dask.distributed:
         Not a ``distributed.Worker``: it has ``address``, ``name``, ``id``,
-        ``node_id``, ``pid``, ``nthreads`` and ``get_current_task()``, which
+        ``node_id``, ``pid``, ``nthreads``, ``log_event()`` and ``get_current_task()``, which
         reads the Ray task's name: the key where the caller chose it
         (``key=``; as text if it is not a string), else the function's name.
         Ray counts tasks per name in its metrics, so raydask does not give
@@ -121,6 +121,10 @@ class WorkerInfo:
 
     def get_current_task(self):
         return ray.get_runtime_context().get_task_name()
+
+    def log_event(self, topic, msg) -> None:
+        """Log ``msg`` under ``topic`` where every client reads it (``Client.get_events``)."""
+        topics.log_event(None, topic, msg)
 
     def __repr__(self):
         return f"<WorkerInfo: {self.address!r}, name: {self.name}, pid: {self.pid}>"

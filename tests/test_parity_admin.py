@@ -9,6 +9,7 @@ test branches on the engine's name and says why (listed in ``docs/migrating.md``
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import time
 import types
@@ -184,3 +185,57 @@ def test_cluster_admin(local):
         with pytest.raises(TypeError, match="workers must be a list"):
             cluster.scale_down(3.5)
         assert len(client.scheduler_info()["workers"]) == 2
+
+
+# -- log_event / get_events ----------------------------------------------------------------
+def test_log_event_and_get_events(impl):
+    topic, other = f"admin-{uuid.uuid4().hex}", f"admin-other-{uuid.uuid4().hex}"
+    before = time.time()
+    impl.client.log_event(topic, {"action": "start", "n": 1})
+    impl.client.log_event([topic, other], "both")
+    assert impl.client.submit(log_from_task, impl.name, topic, [1, "two"]).result(timeout=60) == [1, "two"]
+    _wait_until(lambda: len(impl.client.get_events(topic)) == 3, timeout=30)  # Dask's worker sends in batches
+    events = impl.client.get_events(topic)
+    assert isinstance(events, tuple) and all(isinstance(e, tuple) and len(e) == 2 for e in events)
+    assert [msg for _, msg in events] == [{"action": "start", "n": 1}, "both", [1, "two"]]
+    assert all(before - 1 <= t <= time.time() + 1 for t, _ in events)
+    assert [t for t, _ in events] == sorted(t for t, _ in events)
+    everything = impl.client.get_events()
+    assert isinstance(everything, dict)
+    assert everything[topic] == events and [m for _, m in everything[other]] == ["both"]
+    assert impl.client.get_events(f"never-{uuid.uuid4().hex}") == ()
+
+
+def test_log_event_bounded_per_topic(impl):
+    topic = f"admin-many-{uuid.uuid4().hex}"
+    for i in range(1005):  # Dask keeps distributed.admin.low-level-log-length (1,000) per topic
+        impl.client.log_event(topic, i)
+    events = impl.client.get_events(topic)
+    assert len(events) == 1000 and events[0][1] == 5 and events[-1][1] == 1004
+
+
+def test_log_event_bad_message(impl):
+    with pytest.raises(TypeError, match="Message must be msgpack serializable"):
+        impl.client.log_event("admin-bad", {1: "not a string key"})
+    with pytest.raises(TypeError, match="Message must be msgpack serializable"):
+        impl.client.log_event("admin-bad", object())
+    assert impl.client.submit(inc, 1).result(timeout=30) == 2
+
+
+def test_log_event_asynchronous(no_client):
+    """An asynchronous client's log_event/get_events/get_versions/nbytes are awaitable, as Dask's."""
+    import raydask
+
+    async def main():
+        async with raydask.Client(n_workers=1, threads_per_worker=1, dashboard_address=None,
+                                  asynchronous=True) as client:
+            topic = f"admin-async-{uuid.uuid4().hex}"
+            await client.log_event(topic, "hello")
+            assert [m for _, m in await client.get_events(topic)] == ["hello"]
+            v = await client.get_versions()
+            assert set(v) == {"scheduler", "workers", "client"}
+            f = client.submit(inc, 1, key="inc-async-nbytes")
+            assert await f == 2
+            assert await client.nbytes(summary=False) == {"inc-async-nbytes": 28}
+
+    asyncio.run(main())
