@@ -298,7 +298,12 @@ class _ClusterBase:
         return self._asynchronous and in_loop()
 
     def get_client(self):
-        """The default client if it is on this cluster, else a new ``Client(self)`` (as Dask's)."""
+        """The default client if it is on this cluster, else a new ``Client(self)`` (as Dask's).
+
+        Differences from dask.distributed:
+            The new client of an asynchronous cluster is asynchronous too (``await
+            cluster.get_client()``); Dask's is always synchronous.
+        """
         # Imported here: the client is built on the cluster, not the other way round.
         from .client import Client
 

@@ -237,3 +237,25 @@ def test_log_event_asynchronous(no_client):
             assert await client.nbytes(summary=False) == {"inc-async-nbytes": 28}
 
     asyncio.run(main())
+
+
+def test_asynchronous_cluster_get_client(no_client):
+    """An asynchronous cluster's get_client() is awaited, and scale_down is awaitable inside the loop."""
+    import raydask
+
+    async def main():
+        async with raydask.LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None,
+                                        asynchronous=True) as cluster:
+            assert cluster.asynchronous is True  # called inside its event loop
+            client = await cluster.get_client()
+            try:
+                assert client.cluster is cluster and client.asynchronous
+                assert await client.submit(inc, 1) == 2
+                assert await cluster.scale_down(["no-such-worker"]) is None  # unknown: ignored, as in Dask
+                assert len((await asyncio.to_thread(client.scheduler_info))["workers"]) == 1
+            finally:
+                await client.close()
+        return cluster
+
+    cluster = asyncio.run(main())
+    assert cluster.asynchronous is False  # outside a loop: calls block
