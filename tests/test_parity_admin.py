@@ -28,6 +28,11 @@ def inc(x):
     return x + 1
 
 
+def sleep_then(value, delay):
+    time.sleep(delay)
+    return value
+
+
 def log_from_task(engine, topic, msg):
     """Log an event from inside a task, as Dask's ``get_worker().log_event``."""
     importlib.import_module(engine).get_worker().log_event(topic, msg)
@@ -259,3 +264,20 @@ def test_asynchronous_cluster_get_client(no_client):
 
     cluster = asyncio.run(main())
     assert cluster.asynchronous is False  # outside a loop: calls block
+
+
+# -- processing ------------------------------------------------------------------------------
+def test_processing(impl):
+    workers = set(impl.client.scheduler_info()["workers"])
+    futures = impl.client.map(sleep_then, [1, 2], [6, 6], key=[f"sleepy-{uuid.uuid4().hex}" for _ in range(2)])
+    keys = {f.key for f in futures}
+
+    def running():
+        return {k for ks in impl.client.processing().values() for k in ks} & keys
+
+    _wait_until(lambda: running() == keys, timeout=30)  # raydask: Ray reports a start within ~1-2 s
+    table = impl.client.processing()
+    assert set(table) == workers and all(isinstance(v, list) for v in table.values())
+    assert impl.client.processing(workers=list(workers)[:1]).keys() == set(list(workers)[:1])
+    impl.wait(futures)
+    _wait_until(lambda: not running(), timeout=30)
