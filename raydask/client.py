@@ -1276,13 +1276,14 @@ class Client:
             raise TypeError(f"retire_workers got unsupported arguments {sorted(unknown)!r}")
         self._check_running()
         cluster = self.cluster
-        if workers is None:
-            idle = set(cluster.idle_workers())
-            workers = [w["address"] for w in worker_table() if w["node_id"] in idle]
-        info = self.scheduler_info()["workers"]
 
         def retire():
-            rows = cluster._take(workers)
+            chosen = workers
+            if chosen is None:
+                idle = set(cluster.idle_workers())  # never the head: it is not the cluster's to remove
+                chosen = [w["address"] for w in worker_table() if w["node_id"] in idle]
+            info = self.scheduler_info()["workers"]
+            rows = cluster._take(chosen)
             gone = {w["node_id"] for w in rows}
             deadline = time.monotonic() + 60
             while gone & {w["node_id"] for w in worker_table()} and time.monotonic() < deadline:

@@ -188,6 +188,11 @@ def test_cluster_admin(local):
         with pytest.raises(TypeError, match="workers must be a list"):
             cluster.scale_down(3.5)
         assert len(client.scheduler_info()["workers"]) == 2
+        # no workers named: every idle worker but the head, as Dask retires those it can spare
+        other = next(a for a, w in client.scheduler_info()["workers"].items() if not w["is_head"])
+        assert list(client.retire_workers()) == [other]
+        assert list(client.scheduler_info()["workers"]) == [head]
+        assert client.submit(inc, 2).result(timeout=60) == 3
 
 
 # -- log_event / get_events ----------------------------------------------------------------
