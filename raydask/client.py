@@ -1299,9 +1299,9 @@ class Client:
             keys: keys to report (default: every finished key this client holds).
 
         Differences from dask.distributed:
-            The sizes are the tasks' own measure of their results (the value's
-            ``nbytes``, else ``sys.getsizeof``, where Dask uses ``dask.sizeof``),
-            sent home in each task's receipt; only this client's keys are known.
+            The sizes are the tasks' own measure of their results (Dask's
+            ``sizeof`` rules, :mod:`raydask.sizeof`), sent home in each task's
+            receipt; only this client's keys are known.
         """
         if keys is not None:
             keys = [keys] if isinstance(keys, (str, tuple)) else list(keys)
