@@ -1283,11 +1283,7 @@ class Client:
                 idle = set(cluster.idle_workers())  # never the head: it is not the cluster's to remove
                 chosen = [w["address"] for w in worker_table() if w["node_id"] in idle]
             info = self.scheduler_info()["workers"]
-            rows = cluster._take(chosen)
-            gone = {w["node_id"] for w in rows}
-            deadline = time.monotonic() + 60
-            while gone & {w["node_id"] for w in worker_table()} and time.monotonic() < deadline:
-                time.sleep(0.1)  # Ray has no callback for a node leaving
+            rows = cluster._retire(chosen)
             return {w["address"]: dict(info.get(w["address"], w), status="closed") for w in rows}
 
         return run_call(retire, self.asynchronous, blocking=True)

@@ -452,7 +452,8 @@ class LocalCluster(_ClusterBase):
         self._names: dict = {}  # worker node -> its name
         self._dead: list = []  # worker nodes whose raylet died, for the scaler to clean up
         self._retiring: list = []  # worker nodes scale_down took, for the scaler to remove
-        self._added = threading.Condition(self._lock)  # notified when the scaler has recorded a node
+        self._removing: set = set()  # node ids handed to the scaler for removal, not yet removed
+        self._changed = threading.Condition(self._lock)  # notified when the scaler records or removes a node
         self._free_names: list = []  # names of dead workers, for their replacements
         self._next_name = 1
         self._scaler: threading.Thread | None = None
@@ -566,6 +567,9 @@ class LocalCluster(_ClusterBase):
                     self._cluster.remove_node(node)
                 except Exception:  # noqa: BLE001 - died meanwhile
                     logger.debug("raydask: removing a retired worker", exc_info=True)
+                with self._lock:
+                    self._removing.discard(node.node_id)
+                    self._changed.notify_all()
             with self._lock:
                 if self._dead or self._retiring:
                     continue
@@ -591,7 +595,7 @@ class LocalCluster(_ClusterBase):
                 with self._lock:
                     self._nodes.append(added)
                     self._names[added] = name
-                    self._added.notify_all()
+                    self._changed.notify_all()
                 self._reaper.watch(raycompat.raylet_process(added), on_exit=lambda _, node=added: self._died(node))
             else:
                 node = self._pick_removable()
@@ -635,18 +639,27 @@ class LocalCluster(_ClusterBase):
         chosen = {w["node_id"] for w in table}
         with self._lock:
             # Ray lists a node a moment before add_node returns it to the scaler: wait for that
-            self._added.wait_for(lambda: chosen <= {n.node_id for n in self._nodes}
+            self._changed.wait_for(lambda: chosen <= {n.node_id for n in self._nodes}
                                  or self._scaler is None or not self._scaler.is_alive(), timeout=30)
             nodes = [n for n in self._nodes if n.node_id in chosen]
             for node in nodes:
                 self._nodes.remove(node)  # no longer ours: its exit is not a death (see _died)
                 self._names.pop(node, None)
                 self._retiring.append(node)
+                self._removing.add(node.node_id)
             self._target = max(1, self._target - len(nodes))
             if nodes and (self._scaler is None or not self._scaler.is_alive()):
                 self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
                 self._scaler.start()
         return [w for w in table if w["node_id"] in {n.node_id for n in nodes}]
+
+    def _retire(self, workers, timeout=60) -> list[dict]:
+        """:meth:`_take` these workers, then wait until the scaler has stopped them."""
+        rows = self._take(workers)
+        ids = {w["node_id"] for w in rows}
+        with self._lock:
+            self._changed.wait_for(lambda: not ids & self._removing, timeout=timeout)
+        return rows
 
     def _free_name(self):
         """The name for the next worker: a dead worker's (as Dask's nanny restarts it under
