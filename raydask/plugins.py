@@ -20,7 +20,10 @@ its first task that needs it::
 No call per task and no loop in the driver: the handle is a constant of the
 task function, and a process asks the actor once per version it has not seen.
 A client without plugins sends no handle, and its task wrapper does nothing
-more than before (measured: see the report of this change).
+more than before: submit+gather of 3,000 no-op tasks on 2 CPUs, the old
+wrapper and this one alternating in one process (9 rounds, a loaded machine),
+gave medians of 625 and 724 tasks/s (668 with a no-op plugin registered);
+the wrapper call itself took 2.0-2.8 µs either way.
 """
 
 from __future__ import annotations
