@@ -14,6 +14,7 @@ from .future import Future
 from .limits import annotate
 from .locks import Lock, MultiLock, Semaphore
 from .messages import print, warn  # noqa: A004 - Dask's names: print and warn in tasks reach the client
+from .plugins import Environ, UploadFile, WorkerPlugin
 from .progress import progress
 from .queues import Queue
 from .report import performance_report
@@ -32,6 +33,7 @@ __all__ = [
     "BaseActorFuture",
     "CancelledError",
     "Client",
+    "Environ",
     "Event",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
@@ -45,8 +47,10 @@ __all__ = [
     "Scheduler",
     "Semaphore",
     "TimeoutError",
+    "UploadFile",
     "Variable",
     "Worker",
+    "WorkerPlugin",
     "WorkerStartTimeoutError",
     "annotate",
     "as_completed",

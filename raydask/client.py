@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import enum
 import functools
 import inspect
@@ -28,7 +29,7 @@ from collections.abc import Iterator
 import ray
 import ray.exceptions
 
-from . import actor, arguments, datasets, limits, metadata, raycompat, structure, topics, versions
+from . import actor, arguments, datasets, limits, metadata, plugins, raycompat, structure, topics, versions
 from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
 from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, cluster_logs, session_started, worker_table
@@ -40,9 +41,10 @@ from .future import Future, FutureState, Settler, Status, _result_steps, notify,
 from .keys import format_bytes, funcname, key_split, parse_timedelta, tokenize, typename, validate_key
 from .logs import records
 from .sizeof import sizeof
+from .uploads import install_upload
 from .messages import Listener
 from .scheduling import (
-    LARGE_GRAPH_BYTES, Dispatcher, TaskSpec, arguments_nbytes, call_args, install_upload, node_has,
+    LARGE_GRAPH_BYTES, Dispatcher, TaskSpec, arguments_nbytes, call_args, node_has,
     node_resources, pack, placement_options, harvest, outcomes, refresh, run_on_nodes, task_options, warn_if_large,
 )
 
@@ -124,6 +126,7 @@ class Client:
         self._settler = None
         self._loop_thread = None  # runs Client.sync's coroutines for a synchronous client
         self._listener = None  # raydask.messages.Listener from the first task on (False inside a task)
+        self._subscriber = None  # raydask.topics.Subscriber from the first subscribe_topic on
         self._starting = StartOnce(self._start) if asynchronous else None  # ``await client`` runs it
         self._dask_config = None  # made Dask's default scheduler (raydask.graphs), undone on close
         self.cluster = None
@@ -147,6 +150,8 @@ class Client:
         except BaseException:
             self._abandon()
             raise
+        if _context.in_task():  # a client made in a task: its tasks get the plugins this process has
+            self._dispatcher.set_plugins(plugins.current_handle())
         self.status_enum = ClientStatus.RUNNING
         _context.register(self, set_as_default)
         if set_as_default:  # Dask's collections compute here while this is the default client
@@ -895,9 +900,152 @@ class Client:
         Differences from dask.distributed:
             Only what clients and tasks logged: raydask has no scheduler or
             workers logging their own events (Dask's ``"all"``, ``"scheduler"``,
-            per-worker topics), and ``subscribe_topic`` is not implemented.
+            per-worker topics).
         """
         return run_call(lambda: topics.get_events(self, topic), self.asynchronous, blocking=True)
+
+    def subscribe_topic(self, topic, handler):
+        """Call ``handler((time, msg))`` for every event logged under ``topic`` from now on.
+
+        Events logged anywhere count (``log_event`` of any client, a task's
+        ``get_worker().log_event``).  A second subscription to a topic replaces its handler.
+
+        Raises:
+            TypeError: if ``topic`` is not a string or ``handler`` is not callable.
+
+        Differences from dask.distributed:
+            A named thread of the client (``raydask-topics``) waits for the events in
+            a long poll on raydask's coordination actor and calls the handlers; an
+            asynchronous client's handlers run on its event loop (the loop this was
+            called in), a coroutine function's awaited there, as in Dask.
+        """
+        if not isinstance(topic, str):
+            raise TypeError(f"topic must be a string, got {topic!r}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        self._check_running()
+        with self._lock:
+            if self._subscriber is None:
+                self._subscriber = topics.Subscriber()
+        loop = asyncio.get_running_loop() if self._asynchronous and in_loop() else None
+        self._subscriber.subscribe(topic, handler, loop)
+
+    def unsubscribe_topic(self, topic):
+        """Stop calling the handler of ``topic``.
+
+        Raises:
+            ValueError: if no handler is subscribed to ``topic``, as Dask.
+        """
+        subscriber = self._subscriber
+        if subscriber is None:
+            raise ValueError(f"No event handler known for topic {topic}.")
+        subscriber.unsubscribe(topic)
+
+    # -- worker plugins and forwarded logging (raydask.plugins) ---------------------------
+    def register_plugin(self, plugin, name=None):
+        """Register a worker plugin: its ``setup`` runs in every worker process before its tasks.
+
+        ``name`` defaults to ``plugin.name``, else ``"<class>-<uuid>"``.  A plugin
+        under a name already registered replaces it (the old one's ``teardown``
+        runs), unless ``plugin.idempotent`` is true: then nothing happens and the
+        answer is ``{}``.  Blocks until ``setup`` ran in a worker process of every
+        node.
+
+        Returns:
+            ``{worker address: {"status": "OK"}}`` (Dask's response).
+        Raises:
+            TypeError: if ``plugin`` is a class, a scheduler or nanny plugin, or not a plugin.
+            Exception: what ``setup`` raised on a node (the plugin stays registered, as in Dask).
+
+        Differences from dask.distributed:
+            Set up once per Ray worker process (see :class:`raydask.WorkerPlugin`):
+            on nodes that join later and in processes Ray starts later, before
+            their first task of this client (or of a client made in such a task).
+            Dask's ``Environ`` is a nanny plugin that restarts workers; raydask's
+            sets the variables in each process.  Scheduler and nanny plugins are
+            not supported.
+        """
+        plugin = plugins.check_plugin(plugin)
+        name = plugins.plugin_name(plugin, name)
+        idempotent = getattr(plugin, "idempotent", False)
+        if not isinstance(idempotent, bool):
+            raise TypeError(f"plugin.idempotent must be True or False, got {idempotent!r}")
+        self._check_running()
+        if isinstance(plugin, plugins.UploadFile) and plugin.directory is None:
+            plugin = copy.copy(plugin)
+            plugin.directory = self._upload_target()
+
+        def register():
+            handle = plugins.add(plugin, name, idempotent)
+            if handle is None:
+                return {}
+            self._dispatcher.set_plugins(handle)
+            return self._install_everywhere(handle, name)
+
+        return run_call(register, self.asynchronous, blocking=True)
+
+    def unregister_worker_plugin(self, name, nanny=None):
+        """Unregister the worker plugin ``name``; its ``teardown`` runs.
+
+        Returns:
+            ``{worker address: {"status": "OK"}}``.
+        Raises:
+            ValueError: if no plugin has that name (Dask's message).
+
+        Differences from dask.distributed:
+            ``teardown`` runs at once in one worker process per node, and in each
+            other process that set the plugin up when it next runs a task of this
+            client.  ``nanny=True`` raises ``ValueError``: raydask has no nannies.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"plugin name must be a string, got {name!r}")
+        if nanny:
+            raise ValueError(f"raydask has no nanny plugins to unregister, got nanny={nanny!r}")
+        self._check_running()
+
+        def unregister():
+            handle = plugins.remove(name)
+            self._dispatcher.set_plugins(handle)
+            return self._install_everywhere(handle, name)
+
+        return run_call(unregister, self.asynchronous, blocking=True)
+
+    def _install_everywhere(self, handle, name) -> dict:
+        """Bring one worker process of every node to plugin ``handle`` now; Dask's response."""
+        refs = run_on_nodes(plugins.install_now, (handle, name), {}, None, worker_table())
+        responses = {}
+        for address, ref in refs.items():
+            try:
+                responses[address] = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                raise unwrap(err) from None
+        return responses
+
+    def forward_logging(self, logger_name=None, level=logging.NOTSET):
+        """Re-emit here what tasks log through ``logger_name`` (default: the root logger).
+
+        A record a task's logger handles (at ``level`` or above) is handled by the
+        logger of the same name in this process, with a ``worker`` attribute
+        naming the worker, as in Dask: a worker plugin adds the handler in each
+        worker process and the records travel as events of topic
+        ``"forwarded-log-record-forward-logging-<name>"``.
+
+        Returns:
+            ``{worker address: {"status": "OK"}}``, as :meth:`register_plugin`.
+        """
+        plugin_name, topic = plugins.forwarding_names(logger_name)
+        self.subscribe_topic(topic, plugins.forwarded_record)
+        return self.register_plugin(plugins.ForwardLoggingPlugin(logger_name, level, topic), plugin_name)
+
+    def unforward_logging(self, logger_name=None):
+        """Stop forwarding ``logger_name`` (default: the root logger).
+
+        Raises:
+            ValueError: if it was not forwarded.
+        """
+        plugin_name, topic = plugins.forwarding_names(logger_name)
+        self.unsubscribe_topic(topic)
+        return self.unregister_worker_plugin(plugin_name)
 
     # -- debugging failed tasks here (Dask's recreate_tasks) ---------------------------
     def recreate_error_locally(self, future):
@@ -1379,8 +1527,11 @@ class Client:
         self._check_running()
         with open(filename, "rb") as fh:
             data = fh.read()
-        target = self.cluster.upload_dir or os.path.join(tempfile.gettempdir(), f"raydask-upload-{os.getpid()}")
-        return self.run(install_upload, os.path.basename(filename), data, target, load)
+        return self.run(install_upload, os.path.basename(filename), data, self._upload_target(), load)
+
+    def _upload_target(self) -> str:
+        """Where uploaded files go: a directory every Ray worker process of this client imports from."""
+        return self.cluster.upload_dir or os.path.join(tempfile.gettempdir(), f"raydask-upload-{os.getpid()}")
 
     def restart(self, timeout=None, wait_for_workers=True):
         """Cancel every future of this client (Dask's ``restart``); the cluster keeps working.
@@ -1521,6 +1672,8 @@ class Client:
         self._settler.close()
         if self._listener:
             self._listener.close()
+        if self._subscriber is not None:
+            self._subscriber.close()
         if self._loop_thread is not None:
             self._loop_thread.close()
         self._dispatcher.clear()
