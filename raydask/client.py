@@ -984,6 +984,19 @@ class Client:
 
         return run_call(register, self.asynchronous, blocking=True)
 
+    def register_worker_callbacks(self, setup=None):
+        """Run ``setup`` in every worker process before its tasks, as a worker plugin.
+
+        ``setup`` is called with ``dask_worker=get_worker()`` if it takes that
+        argument.  Each call registers one more plugin (``"SetupCallback-<uuid>"``).
+
+        Returns:
+            what :meth:`register_plugin` returns.
+        Raises:
+            TypeError: if ``setup`` is not callable.
+        """
+        return self.register_plugin(plugins.SetupCallback(setup))
+
     def unregister_worker_plugin(self, name, nanny=None):
         """Unregister the worker plugin ``name``; its ``teardown`` runs.
 

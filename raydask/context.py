@@ -123,7 +123,13 @@ class WorkerInfo:
         return ray.get_runtime_context().get_task_name()
 
     def log_event(self, topic, msg) -> None:
-        """Log ``msg`` under ``topic`` where every client reads it (``Client.get_events``)."""
+        """Log ``msg`` under ``topic`` where every client reads it (``Client.get_events``).
+
+        A dict message gains ``"worker"``: this worker's address, as Dask's
+        scheduler adds it to events its workers log.
+        """
+        if isinstance(msg, dict):
+            msg = {**msg, "worker": self.address}
         topics.log_event(None, topic, msg)
 
     def __repr__(self):

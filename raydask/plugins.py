@@ -127,6 +127,25 @@ class Environ(WorkerPlugin):
         os.environ.update(self.environ)
 
 
+class SetupCallback(WorkerPlugin):
+    """The plugin behind ``Client.register_worker_callbacks(setup)``: calls ``setup()``,
+    or ``setup(dask_worker=get_worker())`` if it takes a ``dask_worker`` argument."""
+
+    def __init__(self, setup):
+        if not callable(setup):
+            raise TypeError(f"setup must be callable, got {setup!r}")
+        self._setup = setup
+
+    def setup(self, worker):
+        import inspect
+
+        try:
+            wants_worker = "dask_worker" in inspect.signature(self._setup).parameters
+        except (TypeError, ValueError):
+            wants_worker = False
+        return self._setup(dask_worker=worker) if wants_worker else self._setup()
+
+
 # -- checking what is registered ----------------------------------------------------------
 def check_plugin(plugin):
     """``plugin`` as a raydask worker plugin (Dask's own ``UploadFile``/``Environ`` are converted).

@@ -280,3 +280,68 @@ def test_forward_logging_round_trip(impl):
     assert record.worker in addresses(impl)
     with pytest.raises(ValueError):  # nothing forwarded any more (Dask: no such plugin)
         impl.client.unforward_logging(name)
+
+
+# -- register_worker_callbacks -------------------------------------------------------------
+def _callback_plain(tag):
+    STATE[tag] = "plain"
+
+
+def _callback_with_worker(tag, dask_worker):
+    STATE[tag] = f"worker {dask_worker.address}"
+
+
+def _worker_plugins(dask_worker):
+    return list(dask_worker.plugins)
+
+
+def plugin_names(impl) -> set:
+    """The names of the worker plugins registered now."""
+    if impl.name == "raydask":
+        from raydask.coordinator import call
+        from raydask.plugins import PluginStore
+
+        return {name for name, _, _ in call(PluginStore, "snapshot")[2]}
+    return set().union(*impl.client.run(_worker_plugins).values())
+
+
+def test_register_worker_callbacks_runs_setup_with_or_without_dask_worker(impl):
+    import functools
+
+    plain, with_worker = uuid.uuid4().hex, uuid.uuid4().hex
+    before = plugin_names(impl)
+    try:
+        for setup in (functools.partial(_callback_plain, plain),
+                      functools.partial(_callback_with_worker, with_worker)):
+            assert set(impl.client.register_worker_callbacks(setup)) == addresses(impl)
+        assert len(plugin_names(impl) - before) == 2  # one plugin per call
+        assert {value for _, value in states(impl, plain)} == {"plain"}
+        seen = {value for _, value in states(impl, with_worker)}
+        assert len(seen) == 1 and seen.pop().split(" ", 1)[1] in addresses(impl)
+    finally:
+        for name in plugin_names(impl) - before:
+            impl.client.unregister_worker_plugin(name)
+
+
+def test_register_worker_callbacks_rejects_a_non_callable(impl):
+    if impl.name == "raydask":  # Dask accepts it and fails in setup on every worker later
+        with pytest.raises(TypeError, match="callable"):
+            impl.client.register_worker_callbacks(42)
+    assert impl.client.submit(len, "ok").result(timeout=60) == 2
+
+
+# -- a task's log_event names its worker ---------------------------------------------------
+def _log_dict(engine, topic):
+    importlib.import_module(engine).get_worker().log_event(topic, {"n": 1})
+    importlib.import_module(engine).get_worker().log_event(topic, "plain")
+
+
+def test_task_logged_dict_events_carry_the_worker_address(impl):
+    topic = f"plugins-worker-{uuid.uuid4().hex}"
+    impl.client.submit(_log_dict, impl.name, topic, pure=False).result(timeout=60)
+    deadline = time.time() + 30
+    while len(impl.client.get_events(topic)) < 2 and time.time() < deadline:
+        time.sleep(0.05)  # Dask's worker sends its events in batches
+    (_, first), (_, second) = impl.client.get_events(topic)
+    assert first["n"] == 1 and first["worker"] in addresses(impl)
+    assert second == "plain"
