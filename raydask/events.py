@@ -66,7 +66,8 @@ _RECORDED = _Recorded()
 
 
 def _error_text(exc) -> str | None:
-    return None if exc is None else f"{type(exc).__name__}: {exc}"
+    """The exception as Dask's worker reports it (``exception_text``): its ``repr``."""
+    return None if exc is None else repr(exc)
 
 
 def _task_id(state) -> bytes | None:
