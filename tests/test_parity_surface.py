@@ -200,7 +200,7 @@ def test_run_on_scheduler(impl):
     assert c.submit(inc, 1).result(timeout=30) == 2
 
 
-def test_run_on_scheduler_in_an_asynchronous_client(impl):
+def test_run_on_scheduler_and_story_in_an_asynchronous_client(impl):
     if impl.name == "distributed":
         address = impl.client.scheduler.address
     else:
@@ -213,6 +213,11 @@ def test_run_on_scheduler_in_an_asynchronous_client(impl):
             x, n = await ac.run_on_scheduler(awaited, 5)
             assert x == 5 and n >= 1
             assert await ac.run_on_scheduler(awaited, 5, wait=False) is None
+            f = ac.submit(inc, 9_876)
+            assert await f == 9_877
+            story = await ac.story(f.key)  # story is awaitable too
+            assert ("released", "waiting") in [(r[2], r[3]) for r in story if r[0] == "scheduler"]
+            assert ac.futures_of([f]) == [f]
 
     asyncio.run(main())
 
@@ -257,3 +262,14 @@ def test_story_of_an_erred_key(impl):
     assert transitions[-1] == ("processing", "erred")
     stimulus = next(r for r in c.story(f.key) if r[0] == "scheduler" and r[3] == "erred")[5]
     assert stimulus.startswith("task-erred-")
+
+
+def test_story_of_scattered_data(impl):
+    c = impl.client
+    s = c.scatter(424_242)
+    story = c.story(s.key)
+    assert story and all(r[1] == s.key for r in story)
+    assert any(r[2:4] == ("released", "memory") for r in story)  # in memory from the start
+    # Dask's story of scattered data is the worker's; raydask's one record is the scheduler's
+    # (Ray's object store holds it; no worker ran anything)
+    assert {r[0] for r in story} == ({"scheduler"} if impl.name == "raydask" else set(c.scheduler_info()["workers"]))

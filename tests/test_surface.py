@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from test_parity_admin import _wait_until
+
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -26,13 +28,6 @@ def inc(x):
 
 def _names(client) -> dict:
     return {str(w["name"]): a for a, w in client.scheduler_info()["workers"].items()}
-
-
-def _wait_until(condition, timeout=90):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 # -- restart_workers on a LocalCluster --------------------------------------------------------
