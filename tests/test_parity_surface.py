@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from conftest import need
 from test_parity import distributed_client, impl, inc  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.parity, pytest.mark.timeout(90)]
@@ -70,11 +71,19 @@ def test_as_current_makes_the_client_current_in_this_thread_only(impl):
             assert m.default_client() is other and impl.get_client() is other
             entered.set()
             assert checked.wait(30)
+            dask = need("dask")
+            if impl.name == "raydask":  # Dask collections computed here run on `other`
+                assert dask.config.get("scheduler") == other.get
+            else:
+                assert dask.config.get("scheduler") == "dask.distributed"
+            assert dask.delayed(inc)(1).compute() == 2
             with impl.client.as_current():  # nested: the inner one wins, then the outer is back
                 assert impl.get_client() is impl.client
             assert impl.get_client() is other
         t.join(30)
         assert seen["thread"] is impl.client  # another thread kept the default client
+        if impl.name == "raydask":  # the block's scheduler setting is undone: the default client's again
+            assert dask.config.get("scheduler") == impl.client.get
         assert m.default_client() is impl.client
         with pytest.raises(ValueError):
             impl.Client.current(allow_global=False)

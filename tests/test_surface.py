@@ -26,6 +26,11 @@ def inc(x):
     return x + 1
 
 
+def sleep_then(value, delay):
+    time.sleep(delay)
+    return value
+
+
 def _names(client) -> dict:
     return {str(w["name"]): a for a, w in client.scheduler_info()["workers"].items()}
 
@@ -40,6 +45,9 @@ def test_restart_workers_restarts_a_node_under_its_name(multinode_client):
     f = c.submit(big, 3_000_000, workers=[victim], pure=False)  # stored in that node's object store
     assert len(f.result(timeout=60)) == 3_000_000
     old_id = c.scheduler_info()["workers"][victim]["node_id"]
+    # running there when the node restarts: Ray retries it on another node (soft affinity)
+    running = c.submit(sleep_then, "done", 3, workers=[victim], allow_other_workers=True, pure=False)
+    time.sleep(1.5)
 
     started = time.monotonic()
     out = c.restart_workers([victim])
@@ -55,6 +63,7 @@ def test_restart_workers_restarts_a_node_under_its_name(multinode_client):
     # the result whose copy lived on the old node is still there (a copy, or Ray's lineage)
     assert len(f.result(timeout=120)) == 3_000_000
     assert c.submit(inc, 1, workers=[after["1"]]).result(timeout=60) == 2
+    assert running.result(timeout=120) == "done"
 
     # by name, a timeout too short to wait: "timed out" (raise_for_error=False), and it comes back
     out = c.restart_workers(["2"], timeout=0.01, raise_for_error=False)
@@ -130,3 +139,11 @@ def test_a_joined_cluster_drains_workers_it_did_not_start(multinode_client):
     # the LocalCluster replaced its drained worker under the same name
     _wait_until(lambda: len(_names(multinode_client)) == 3 and _names(multinode_client)["2"] != names["2"], 120)
     assert multinode_client.submit(inc, 2).result(timeout=60) == 3
+
+
+def test_bind_client_refuses_what_is_not_a_client():
+    from raydask.future import Future, FutureState
+
+    f = Future(FutureState("surface-unbound", None, None))  # finished data, no Ray involved
+    with pytest.raises(TypeError, match="bind_client expects a raydask Client, got 'not a client'"):
+        f.bind_client("not a client")
