@@ -8,7 +8,8 @@ Change one import and Dask futures code runs on a Ray cluster::
 from .actor import Actor, ActorFuture, BaseActorFuture
 from .client import Client, fire_and_forget, futures_of
 from .cluster import LocalCluster
-from .errors import CancelledError, FutureCancelledError, KilledWorker, TimeoutError, WorkerStartTimeoutError
+from .errors import (CancelledError, FutureCancelledError, FuturesCancelledError, KilledWorker, TimeoutError,
+                     WorkerStartTimeoutError)
 from .events_sync import Event
 from .future import Future
 from .limits import annotate
@@ -39,6 +40,7 @@ __all__ = [
     "FIRST_EXCEPTION",
     "Future",
     "FutureCancelledError",
+    "FuturesCancelledError",
     "KilledWorker",
     "LocalCluster",
     "Lock",

@@ -33,7 +33,8 @@ from . import actor, arguments, datasets, limits, metadata, plugins, raycompat, 
 from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
 from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, cluster_logs, session_started, worker_table
-from .errors import ClosedClientError, FutureCancelledError, fresh, task_traceback, unwrap
+from .errors import (CancelledFuturesGroup, ClosedClientError, FutureCancelledError, FuturesCancelledError, fresh,
+                     task_traceback, unwrap)
 from .events import EventLog
 from .executor import ClientExecutor
 from .records import TaskRecord
@@ -118,6 +119,7 @@ class Client:
         self._resources_ok: set = set()
         self._gate = None  # raydask.priority.Gate, once a priority was seen
         self._threads: list = []  # short-lived helper threads (force-cancel), joined on close
+        self._background: set = set()  # run_on_scheduler(wait=False) tasks on an asynchronous client's loop
         self._owns_cluster = False
         self._events = None
         self._dashboard = None
@@ -176,12 +178,39 @@ class Client:
 
     @classmethod
     def current(cls, allow_global=True):
-        """The default client (Dask's ``Client.current()``), asynchronous or not.
+        """The client of the enclosing :meth:`as_current` block, else the default client.
 
+        Args:
+            allow_global: False to accept only an ``as_current`` block's client.
         Raises:
-            ValueError: if no client is running.
+            ValueError: if no client is running (or, ``allow_global=False``, outside
+                ``as_current``), as Dask's.
         """
-        return _context.default_client()
+        client = _context.in_as_current()
+        if client is not None:
+            return client
+        if allow_global:
+            return _context.default_client()
+        raise ValueError("Not running inside the `as_current` context manager")
+
+    @contextlib.contextmanager
+    def as_current(self):
+        """Make this the current client inside the ``with`` block, in this thread or asyncio task only.
+
+        ``Client.current()``, ``default_client()``, ``get_client()`` and a Future
+        without a client return this client inside the block; Dask collections
+        computed there run on it (Dask's ``scheduler="dask.distributed"``).  The
+        previous current client is back after the block, as in Dask.
+        """
+        from .graphs import use_as_dask_scheduler
+
+        with _context.as_current(self):
+            config = use_as_dask_scheduler(self, in_task=_context.in_task())
+            try:
+                yield
+            finally:
+                if config is not None:
+                    config.__exit__(None, None, None)
 
     @property
     def asynchronous(self) -> bool:
@@ -326,6 +355,21 @@ class Client:
     def _retain(self, state):
         with self._lock:
             state.refcount += 1
+
+    def _adopt(self, state):
+        """This client's state of ``state.key``: its own if it holds the key, else ``state``, now held.
+
+        For a Future made without this client (unpickled, handed over) that is
+        bound to it: every Future of a key in one client shares one state.
+        """
+        with self._lock:
+            own = self._states.get(state.key)
+            if own is not None:
+                return own
+            self._states[state.key] = state
+        if self._events is not None:
+            self._events.add(state)
+        return state
 
     def _release(self, state):
         with self._lock:
@@ -786,15 +830,15 @@ class Client:
         states = {}
         for f in futures_of(futures):
             states.setdefault(f.key, f._state)
-        return run_call(lambda: self._cancel(states, force, reason), self._use_async(asynchronous))
+        return run_call(lambda: self._cancel(states, force, reason, msg), self._use_async(asynchronous))
 
-    def _cancel(self, states, force, reason):
+    def _cancel(self, states, force, reason, msg=None):
         interrupted = []
         for st in self._with_dependents(states).values():
             if st.status is not Status.PENDING:
                 continue
             held = self._gate is not None and self._gate.discard(st)
-            waiters = st.cancel(reason)
+            waiters = st.cancel(reason, msg)
             with self._lock:
                 if self._states.get(st.key) is st:
                     del self._states[st.key]
@@ -1219,6 +1263,53 @@ class Client:
         return run_call(lambda: task_stream(self, start, stop, count, plot, filename), self.asynchronous,
                         blocking=True)
 
+    def story(self, *keys_or_stimuli, on_error="raise"):
+        """The recorded transitions of these keys (or stimulus ids), in Dask's tuple shape, oldest first.
+
+        ``("scheduler", key, start, finish, recommendations, stimulus_id, time)``
+        and, from the task's receipt, ``(worker, key, start, finish, finish,
+        recommendations, stimulus_id, time)``: submitted (released to waiting),
+        started on its worker (waiting to processing, ready to executing),
+        stopped (to memory or erred).  Scattered data is one released-to-memory
+        record.
+
+        Args:
+            on_error: ``"raise"`` or ``"ignore"`` (accepted as in Dask; nothing here
+                asks a worker, so there is nothing to ignore).
+
+        Differences from dask.distributed:
+            Only the keys this client holds, and the released ones its event log
+            still remembers (a client with the dashboard, or after the first
+            ``get_task_stream``).  Cancellation, release, retries and the moment
+            Ray hands a task to a worker are not time-stamped in raydask's log and
+            are missing; "processing" is stamped when the task started.
+        """
+        if on_error not in ("raise", "ignore"):
+            raise ValueError(f"on_error must be 'raise' or 'ignore', got {on_error!r}")
+        for k in keys_or_stimuli:
+            if not isinstance(k, (str, bytes, int, float, tuple)) or isinstance(k, bool):
+                raise TypeError(f"story takes keys or stimulus ids, got {k!r}")
+        return run_call(lambda: self._story(keys_or_stimuli), self.asynchronous, blocking=True)
+
+    def _story(self, keys_or_stimuli) -> list:
+        from . import story
+
+        facts: dict = {}
+        if self._events is not None:  # released keys the log still remembers, and the live ones
+            _, events = self._events.snapshot(0)
+            for ev in events:
+                facts[ev.key] = story.Facts(ev.key, ev.submitted, ev.state, ev.record, ev.scattered)
+        with self._lock:
+            states = list(self._states.values())
+        wanted = set(keys_or_stimuli)
+        refresh([st for st in states if st.key in wanted])
+        for st in states:
+            record = st.load_record() if st.key in wanted else st.record
+            facts[st.key] = story.Facts(st.key, st.submitted, st.phase(), record,
+                                        st.receipt is None and st.ref is not None)
+        addresses = {w["node_id"]: w["address"] for w in worker_table()}
+        return story.records(facts.values(), keys_or_stimuli, addresses)
+
     # -- cluster information ----------------------------------------------------------
     def get_scheduler_logs(self, n=None):
         """The scheduler's last ``n`` log lines (default 10,000), newest first, as ``[(level, line)]``.
@@ -1412,17 +1503,21 @@ class Client:
         return out
 
     def retire_workers(self, workers=None, close_workers=True, **kwargs):
-        """Remove workers from this client's ``LocalCluster``; ``{address: worker info}`` of those retired.
+        """Remove workers; ``{address: worker info}`` of those retired.
+
+        On a ``LocalCluster`` the scaler stops their nodes; on a cluster this
+        client joined (``RayCluster``) Ray drains them (no new tasks, running ones
+        finish, then the node's raylet exits).  Returns once Ray lists them dead.
 
         Args:
-            workers: addresses or names (default: every idle worker but the first,
-                as Dask retires the workers it can spare).
+            workers: addresses or names (default, on a ``LocalCluster`` only: every
+                idle worker but the first, as Dask retires the workers it can spare).
             close_workers: accepted for compatibility: a retired Ray node is always stopped.
 
         Raises:
             ValueError: if ``workers`` names the first worker (Ray's head node, which
-                holds the cluster's state), or the cluster is not a ``LocalCluster``
-                this process started.
+                holds the cluster's state), or is missing on a joined cluster (raydask
+                does not pick another owner's nodes to stop).
 
         Differences from dask.distributed:
             Dask first copies results held only by the leaving workers elsewhere;
@@ -1430,8 +1525,11 @@ class Client:
             Workers are matched by exact address or name; Dask's ``names=``,
             ``n=``, ``minimum=`` and ``target=`` are not supported.
         """
-        if not isinstance(self.cluster, LocalCluster):
-            raise ValueError(f"retire_workers needs a LocalCluster this process started, not {self.cluster!r}")
+        if not isinstance(self.cluster, (LocalCluster, RayCluster)):
+            raise ValueError(f"retire_workers needs a LocalCluster or a joined Ray cluster, not {self.cluster!r}")
+        if workers is None and not isinstance(self.cluster, LocalCluster):
+            raise ValueError(f"retire_workers on a cluster raydask did not start ({self.cluster!r}) needs workers=: "
+                             "it does not choose which of another owner's nodes to stop")
         unknown = set(kwargs) - {"remove", "stimulus_id"}
         if unknown:
             raise TypeError(f"retire_workers got unsupported arguments {sorted(unknown)!r}")
@@ -1484,6 +1582,14 @@ class Client:
             out[prefix] = out.get(prefix, 0) + n
         return out
 
+    def futures_of(self, futures):
+        """The Futures inside ``futures`` (Dask's wrapper of :func:`futures_of` with ``client=self``).
+
+        Raises:
+            FuturesCancelledError: if some of them were cancelled, grouped by reason, as Dask.
+        """
+        return futures_of(futures, client=self)
+
     def _states_for(self, futures):
         if futures is None:
             with self._lock:
@@ -1520,6 +1626,47 @@ class Client:
         if not wait:
             return run_call(lambda: None, self.asynchronous)
         return run(_collect_runs(refs, on_error), self.asynchronous)
+
+    def run_on_scheduler(self, function, *args, **kwargs):
+        """Run ``function(*args, **kwargs)`` where raydask's scheduler lives: this client's process.
+
+        A function with a ``dask_scheduler`` parameter receives ``cluster.scheduler``
+        (the read-only view of Ray's nodes that ``client.cluster.scheduler`` is).
+        An ``async def`` function is awaited on the client's event loop;
+        ``wait=False`` (async functions only, as in Dask) starts it there in the
+        background and returns None.  The function's exception is raised as is.
+
+        Raises:
+            TypeError: if ``function`` is not callable.
+            ValueError: for ``wait=False`` with a plain function (Dask: "Combination not supported").
+
+        Differences from dask.distributed:
+            Ray's GCS and raylets schedule; there is no scheduler process to
+            run in.  The function runs in the calling thread (an async one on the
+            client's loop), and ``dask_scheduler`` is not Dask's ``Scheduler``:
+            it has ``address``, ``workers`` and ``total_nthreads`` (docs/migrating.md).
+        """
+        if not callable(function):
+            raise TypeError(f"run_on_scheduler expects a callable, got {function!r}")
+        wait = kwargs.pop("wait", True)
+        is_coro = inspect.iscoroutinefunction(function)
+        if not wait and not is_coro:
+            raise ValueError(f"run_on_scheduler(wait=False) needs an async function, got {function!r} "
+                             "(Dask: 'Combination not supported')")
+        self._check_running()
+        if _takes(function, "dask_scheduler"):
+            kwargs["dask_scheduler"] = self.cluster.scheduler
+        if not is_coro:
+            return run_call(lambda: function(*args, **kwargs), self.asynchronous)
+        if wait:
+            return self.sync(function, *args, **kwargs)
+        if self.asynchronous:  # inside the client's loop: it runs there, beside the caller
+            task = asyncio.ensure_future(function(*args, **kwargs))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            asyncio.run_coroutine_threadsafe(function(*args, **kwargs), self._ensure_loop_thread().loop)
+        return run_call(lambda: None, self.asynchronous)
 
     def upload_file(self, filename, load=True):
         """Ship a ``.py``, ``.zip``, ``.egg`` or ``.whl`` file to every worker; later tasks import it.
@@ -1582,6 +1729,50 @@ class Client:
         self._dispatcher.clear()
         if wait_for_workers and isinstance(self.cluster, LocalCluster):
             self.cluster.wait_for_workers(self.cluster.target, timeout)
+
+    def restart_workers(self, workers, timeout=None, raise_for_error=True):
+        """Restart these workers as Dask's nanny does: ``{worker: "OK" | "timed out"}``.
+
+        A worker is a Ray node of this client's ``LocalCluster``: its processes
+        (raylet, object store, worker processes) are stopped and a new node starts
+        under the same name, with a new address.  Tasks running there are retried
+        by Ray elsewhere; results stored only there are gone, and Ray recomputes
+        them from their lineage when they are next needed.
+
+        Args:
+            workers: worker addresses or names (the keys of the result are these, as given).
+            timeout: seconds to wait for the new nodes (default 120, Dask's: 4 x its 30 s connect timeout).
+            raise_for_error: raise ``TimeoutError`` if a worker is not back in time;
+                else report it as ``"timed out"``.
+        Raises:
+            ValueError: for an unknown worker, the first worker (Ray's head node,
+                which holds the cluster's state), or a cluster raydask did not start
+                (``RayCluster``): it cannot start another machine's Ray processes again.
+            TimeoutError: see ``raise_for_error``.
+        """
+        if isinstance(workers, (str, int)):  # one worker, as Dask's client accepts
+            workers = [workers]
+        if not isinstance(workers, (list, tuple, set)):
+            raise TypeError(f"workers must be a list of worker addresses or names, got {workers!r}")
+        limit = 120.0 if timeout is None else parse_timedelta(timeout, "timeout")
+        if limit is None or limit <= 0:
+            raise ValueError(f"timeout must be a positive duration, got {timeout!r}")
+        self._check_running()
+        cluster = self.cluster
+        if not isinstance(cluster, LocalCluster):
+            raise ValueError(
+                f"restart_workers needs a LocalCluster this process started, not {cluster!r}: raydask restarts a "
+                "worker by stopping its Ray node and starting a new one, and the nodes of a cluster it joined "
+                "were started by someone else (use Ray's own tools, e.g. `ray stop` on that machine)")
+
+        def restart():
+            out = cluster._restart(list(workers), limit)
+            late = [w for w, status in out.items() if status != "OK"]
+            if late and raise_for_error:
+                raise TimeoutError(f"{len(late)}/{len(out)} worker(s) did not restart within {limit}s: {late}")
+            return out
+
+        return run_call(restart, self.asynchronous, blocking=True)
 
     # -- actors, published datasets, executor (raydask.actor, raydask.datasets, raydask.executor)
     def _submit_actor(self, cls, args, kwargs, key, workers, resources, allow_other_workers):
@@ -1701,6 +1892,14 @@ class Client:
         return self.close()
 
 
+def _takes(function, name) -> bool:
+    """Whether ``function`` has a parameter called ``name`` (Dask's ``has_arg``)."""
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 @functools.cache
 def _on_head(function):
     """``function`` as a zero-CPU Ray task pinned to the head node, made once per function."""
@@ -1769,9 +1968,26 @@ def _settle(states) -> None:
         notify(st.settle_from_receipt(value), st)
 
 
-def futures_of(obj) -> list:
-    """Every Future inside ``obj`` (nested lists, tuples, sets, dicts), unique, in order."""
-    return structure.futures_of(obj, Future)
+def futures_of(obj, client=None) -> list:
+    """Every Future inside ``obj`` (nested lists, tuples, sets, dicts, Dask collections), unique, in order.
+
+    Args:
+        client: as Dask's: when given, cancelled futures among them raise.
+    Raises:
+        FuturesCancelledError: with ``client``, if some of the futures were
+            cancelled (one group per reason, largest first), as Dask.
+    """
+    futures = structure.futures_of(obj, Future)
+    if client is not None:
+        by_reason: dict = {}
+        for f in futures:
+            exc = f._state.exception
+            if f.cancelled() and isinstance(exc, FutureCancelledError):
+                by_reason.setdefault(exc.reason, []).append(exc)
+        if by_reason:
+            raise FuturesCancelledError([CancelledFuturesGroup(errors=errors, reason=reason)
+                                         for reason, errors in by_reason.items()])
+    return futures
 
 
 def _substitute(obj, values, bad):

@@ -238,6 +238,30 @@ def cluster_logs(cluster=True, scheduler=True, workers=True, processes=True) -> 
     return logs
 
 
+def _removable_rows(cluster, workers) -> list[dict]:
+    """The :func:`worker_table` rows of ``workers`` (names, addresses, node ids; unknown ones
+    ignored, as Dask's ``scale_down``), checked for removal from a running ``cluster``.
+
+    Raises:
+        TypeError: ``workers`` is not a list of names or addresses.
+        ValueError: one of them is the head node.
+    """
+    if isinstance(workers, (str, int)):
+        workers = [workers]
+    try:
+        wanted = {str(w) for w in workers}
+    except TypeError:
+        raise TypeError(f"workers must be a list of worker names or addresses, got {workers!r}") from None
+    if cluster.status is not ClusterStatus.RUNNING:
+        raise RuntimeError(f"cannot scale a cluster that is {cluster.status.value}")
+    table = [w for w in worker_table() if {w["address"], str(w["name"]), w["node_id"]} & wanted]
+    head = [w["address"] for w in table if w["is_head"]]
+    if head:
+        raise ValueError(f"worker {head[0]!r} is Ray's head node, which holds the cluster's state: "
+                         "it cannot be removed")
+    return table
+
+
 class _ClusterBase:
     """What Dask's cluster objects share: workers, scale, reprs."""
 
@@ -623,19 +647,7 @@ class LocalCluster(_ClusterBase):
 
     def _take(self, workers) -> list[dict]:
         """Hand the chosen workers to the scaler for removal; their rows of :func:`worker_table`."""
-        if isinstance(workers, (str, int)):
-            workers = [workers]
-        try:
-            wanted = {str(w) for w in workers}
-        except TypeError:
-            raise TypeError(f"workers must be a list of worker names or addresses, got {workers!r}") from None
-        if self.status is not ClusterStatus.RUNNING:
-            raise RuntimeError(f"cannot scale a cluster that is {self.status.value}")
-        table = [w for w in worker_table() if {w["address"], str(w["name"]), w["node_id"]} & wanted]
-        head = [w["address"] for w in table if w["is_head"]]
-        if head:
-            raise ValueError(f"worker {head[0]!r} is Ray's head node, which holds the cluster's state: "
-                             "it cannot be removed")
+        table = _removable_rows(self, workers)
         chosen = {w["node_id"] for w in table}
         with self._lock:
             # Ray lists a node a moment before add_node returns it to the scaler: wait for that
@@ -660,6 +672,54 @@ class LocalCluster(_ClusterBase):
         with self._lock:
             self._changed.wait_for(lambda: not ids & self._removing, timeout=timeout)
         return rows
+
+    def _restart(self, workers, timeout) -> dict:
+        """``Client.restart_workers``: stop these workers' nodes, start new ones under their names.
+
+        What Dask's nanny does for a worker (its process restarts, the name
+        stays), done the way a dead worker is replaced (:meth:`_died`): the
+        scaler stops the node (gracefully, as ``scale_down`` does: its raylet
+        tells the GCS it leaves, so Ray lists it dead at once; a killed one stays
+        listed until the GCS' health checks fail, seconds later), and its name is
+        freed for the node the scaler starts next (the target is unchanged).
+
+        Returns:
+            ``{worker as given: "OK" | "timed out"}``, ``"OK"`` once the new node is up.
+        Raises:
+            ValueError: for an unknown worker, or the head node (Ray's cluster state).
+        """
+        if self.status is not ClusterStatus.RUNNING:
+            raise RuntimeError(f"cannot restart workers of a cluster that is {self.status.value}")
+        table = worker_table()
+        rows = {}
+        for w in workers:
+            row = next((r for r in table if str(w) in (r["address"], str(r["name"]), r["node_id"])), None)
+            if row is None:
+                raise ValueError(f"unknown worker {w!r}: not an address or name of this cluster's workers")
+            if row["is_head"]:
+                raise ValueError(f"worker {w!r} is Ray's head node, which holds the cluster's state: "
+                                 "it cannot be restarted")
+            rows[w] = row
+        ids = {r["node_id"] for r in rows.values()}
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            # Ray lists a node a moment before add_node returns it to the scaler: wait for that
+            self._changed.wait_for(lambda: ids <= {n.node_id for n in self._nodes}, timeout=30)
+            names = {}
+            for node in [n for n in self._nodes if n.node_id in ids]:
+                self._nodes.remove(node)  # no longer ours: its raylet's exit is not a death
+                names[node.node_id] = self._names.pop(node)
+                self._free_names.insert(0, names[node.node_id])  # the next node started gets it
+                self._retiring.append(node)
+                self._removing.add(node.node_id)
+            logger.info("raydask: restarting workers %s", sorted(map(str, names.values())))
+            if self._scaler is None or not self._scaler.is_alive():
+                self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
+                self._scaler.start()
+            back = lambda: set(names.values()) <= set(self._names.values())  # noqa: E731
+            self._changed.wait_for(back, timeout=max(0.0, deadline - time.monotonic()))
+            now = set(self._names.values())
+        return {w: "OK" if names.get(r["node_id"]) in now else "timed out" for w, r in rows.items()}
 
     def _free_name(self):
         """The name for the next worker: a dead worker's (as Dask's nanny restarts it under
@@ -833,6 +893,65 @@ class RayCluster(_ClusterBase):
         if n > len(table) and not self.has_autoscaler():
             logger.warning("raydask: no Ray autoscaler runs on %s; scale(%d) recorded a resource request "
                            "that nothing acts on", self._gcs_address, n)
+
+    def scale_down(self, workers):
+        """Drain these workers' Ray nodes (names, addresses or node ids); returns at once.
+
+        Ray's drain (:func:`raydask.raycompat.drain_node`, what ``ray drain-node``
+        and Ray's autoscaler use): the node takes no new tasks, finishes the ones
+        it runs, then its raylet exits.  Unknown workers are ignored, as in Dask;
+        the target drops by as many as were drained.
+
+        Raises:
+            ValueError: if one of them is the head node (the cluster's state lives there).
+            RuntimeError: if Ray refuses to drain one (its reason is in the message).
+
+        Differences from dask.distributed:
+            The node's raylet exits once it runs no task and holds no object still
+            in use (Dask moves such data elsewhere first; Ray waits for it to be
+            released); whatever started the node (``ray start``, a container, an
+            autoscaler, a ``LocalCluster`` of another process) decides whether it
+            comes back.
+        """
+        rows = self._drain(workers)
+        if rows and self._target is not None:
+            self._target = max(0, self._target - len(rows))
+        return run_call(lambda: None, self.asynchronous)
+
+    def _drain(self, workers) -> list[dict]:
+        """Ask Ray to drain the chosen workers' nodes; their rows of :func:`worker_table`."""
+        table = _removable_rows(self, workers)
+        for w in table:
+            accepted, why = raycompat.drain_node(self._gcs_address, w["node_id"],
+                                                 "raydask: scale_down / retire_workers")
+            if not accepted:
+                raise RuntimeError(f"Ray refused to drain worker {w['address']!r}: {why}")
+        return table
+
+    def _retire(self, workers, timeout=60) -> list[dict]:
+        """:meth:`_drain` these workers, then wait until Ray lists their nodes dead.
+
+        Raises:
+            TimeoutError: if a node still runs after ``timeout`` seconds: a drained
+                node stops only once it runs no task and holds no object still in use
+                (measured on Ray 2.60: one holding a result a driver still referred to
+                was listed alive 25 s after the drain; once released, it went at once).
+        """
+        rows = self._drain(workers)
+        ids = {w["node_id"] for w in rows}
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        # Ray has no "node died" callback for a driver; back off between looks at the node table
+        while ids & {w["node_id"] for w in worker_table()}:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers {sorted(w['address'] for w in rows)!r} were drained but still run "
+                                   f"after {timeout} s: Ray stops a drained node once it runs no task and holds "
+                                   "no object still in use (release the futures whose results live there)")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        if rows and self._target is not None:
+            self._target = max(0, self._target - len(rows))
+        return rows
 
     def has_autoscaler(self) -> bool:
         """Whether a Ray autoscaler reports to this cluster's GCS."""

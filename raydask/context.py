@@ -10,6 +10,8 @@ in :mod:`raydask.worker`, which installs itself here as the factory.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import threading
 import weakref
@@ -19,11 +21,14 @@ import ray
 from . import raycompat, topics
 from .cluster import worker_table
 
-__all__ = ["current_client", "default_client", "get_worker", "in_task", "rejoin", "secede"]
+__all__ = ["as_current", "current_client", "default_client", "get_worker", "in_task", "rejoin", "secede"]
 
 _lock = threading.Lock()
 _clients: "weakref.WeakValueDictionary[str, object]" = weakref.WeakValueDictionary()
 _default: list = []  # [weakref to the default client]
+#: The client of an ``as_current()`` block in this thread or asyncio task (Dask's
+#: ``_current_client``); it wins over the process-wide default while the block runs.
+_as_current: contextvars.ContextVar = contextvars.ContextVar("raydask_current_client", default=None)
 
 
 def register(client, set_as_default: bool) -> None:
@@ -50,7 +55,31 @@ def unregister(client) -> None:
                     break
 
 
+@contextlib.contextmanager
+def as_current(client):
+    """Make ``client`` the one ``default_client()``/``get_client()`` return inside the block.
+
+    Thread- and asyncio-task-local (a context variable, as Dask's): other threads
+    keep seeing the process-wide default; the previous current client comes back
+    when the block ends, also after an exception.
+    """
+    token = _as_current.set(client)
+    try:
+        yield
+    finally:
+        _as_current.reset(token)
+
+
+def in_as_current():
+    """The client of the enclosing ``as_current()`` block, if it still runs; else None."""
+    client = _as_current.get()
+    return client if client is not None and client.status == "running" else None
+
+
 def _current():
+    client = in_as_current()
+    if client is not None:
+        return client
     with _lock:
         client = _default[0]() if _default else None
     if client is not None and client.status == "running":

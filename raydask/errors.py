@@ -20,8 +20,10 @@ from .raycompat import task_attempt_nodes
 
 __all__ = [
     "CancelledError",
+    "CancelledFuturesGroup",
     "ClosedClientError",
     "FutureCancelledError",
+    "FuturesCancelledError",
     "KilledWorker",
     "TimeoutError",
     "WorkerStartTimeoutError",
@@ -54,6 +56,47 @@ class FutureCancelledError(CancelledError):
         if self.msg:
             result += f"\n{self.msg}"
         return result
+
+
+def _plural(n) -> str:
+    return "s" if n > 1 else ""
+
+
+class CancelledFuturesGroup:
+    """The cancelled futures that share one reason, inside a :class:`FuturesCancelledError`.
+
+    Same attributes and text as ``distributed.client.CancelledFuturesGroup``.
+    """
+
+    __slots__ = ("errors", "reason")
+
+    def __init__(self, errors, reason):
+        self.errors = errors
+        self.reason = reason
+
+    def __str__(self):
+        keys = [error.key for error in self.errors]
+        example = next((error.msg for error in self.errors if error.msg), None)
+        n = len(keys)
+        return (f"{n} Future{_plural(n)} cancelled for reason: {self.reason}.\nMessage: {example}\n"
+                f"Future{_plural(n)}: {keys}")
+
+
+class FuturesCancelledError(CancelledError):
+    """Raised by ``futures_of(..., client=c)`` / ``Client.futures_of`` when some of the futures were cancelled.
+
+    Same type, attributes (``error_groups``, largest group first) and message as
+    ``distributed.client.FuturesCancelledError``.
+    """
+
+    def __init__(self, error_groups):
+        super().__init__(error_groups)
+        self.error_groups = sorted(error_groups, key=lambda group: len(group.errors), reverse=True)
+
+    def __str__(self):
+        count = sum(len(group.errors) for group in self.error_groups)
+        return "\n".join([f"{count} Future{_plural(count)} cancelled:", "Reasons:"]
+                         + [str(group) for group in self.error_groups])
 
 
 class KilledWorker(Exception):

@@ -198,9 +198,9 @@ class FutureState:
             return self.settle(Status.ERROR, record, exception=exc)
         return self.settle(Status.FINISHED)
 
-    def cancel(self, reason=None) -> list:
+    def cancel(self, reason=None, msg=None) -> list:
         self.cancel_reason = reason
-        return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, reason))
+        return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, reason, msg))
 
     # -- derived views ------------------------------------------------------------------
     def phase(self) -> str:
@@ -433,6 +433,32 @@ class Future:
         if self._client is None:
             self._client = current_client()
         return self._client
+
+    def bind_client(self, client):
+        """Make ``client`` this Future's client, as Dask's ``bind_client``.
+
+        For a Future that arrived without one (unpickled, taken out of a structure
+        built elsewhere): it joins the keys ``client`` holds, sharing the state of
+        the key if the client has it, and keeps the key alive there while it lives.
+
+        Raises:
+            TypeError: if ``client`` is not a raydask Client.
+        """
+        if not hasattr(client, "_adopt"):
+            raise TypeError(f"bind_client expects a raydask Client, got {client!r}")
+        if client is self._client and not self._released:
+            return
+        if self._client is not None and not self._released:
+            self._client._release(self._state)
+        self._state = client._adopt(self._state)
+        self._client = client
+        self._released = False
+        client._retain(self._state)
+
+    @property
+    def executor(self):
+        """The client that runs this Future's task (Dask's ``Future.executor``: the client)."""
+        return self.client
 
     # -- status -----------------------------------------------------------------------
     @property

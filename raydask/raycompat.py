@@ -49,6 +49,7 @@ __all__ = [
     "ClusterUsage",
     "TaskTiming",
     "cluster_usage",
+    "drain_node",
     "direct_internals",
     "direct_submission_problem",
     "in_worker_process",
@@ -430,6 +431,30 @@ def cluster_usage(gcs_address: str) -> ClusterUsage:
         _fall_back("get_cluster_status's ClusterStatus fields", exc)
         return ClusterUsage(known=False)
     return out
+
+
+def drain_node(gcs_address: str, node_id: str, message: str) -> tuple[bool, str]:
+    """Ask the GCS to drain node ``node_id`` (hex): ``(accepted, why not)``.
+
+    Ray's own call for this (``ray drain-node``, and its autoscaler before it
+    stops a node): the node takes no new tasks, lets its running ones finish,
+    then its raylet exits and the GCS marks it dead.  Measured on Ray 2.60 with
+    a node that ran a 3 s task: accepted at once, the raylet exited when the
+    task ended.  The reason is Ray's "preemption" (a "idle termination" drain is
+    refused while a task runs); no deadline.
+
+    Raises:
+        RuntimeError: this Ray has no such call.
+    """
+    try:
+        from ray._raylet import GcsClient
+        from ray.core.generated import autoscaler_pb2
+
+        reason = autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION")
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RuntimeError(f"this Ray ({ray.__version__}) cannot drain a node: {exc}") from None
+    accepted, why = GcsClient(address=gcs_address).drain_node(node_id, reason, message, 0)
+    return bool(accepted), str(why)
 
 
 def resources_per_node() -> tuple[dict, dict]:
