@@ -133,6 +133,8 @@ class Client:
         self._dask_config = None  # made Dask's default scheduler (raydask.graphs), undone on close
         self.cluster = None
         self._startup = (address, cluster_kwargs, dashboard_address, dashboard_max_tasks, set_as_default)
+        self._set_as_default = set_as_default  # also: ``with Client()`` makes it current in the block
+        self._current_token = None
         if not self._asynchronous:
             self._start()
         # asynchronous: ``await client`` (or ``async with``) starts it, off the event loop
@@ -171,9 +173,13 @@ class Client:
         return self
 
     async def __aenter__(self):
-        return await self._started()
+        client = await self._started()
+        if self._set_as_default:
+            self._current_token = _context.set_current(self)
+        return client
 
     async def __aexit__(self, *exc):
+        self._leave_current()
         await asyncio.to_thread(self._close)
 
     @classmethod
@@ -334,10 +340,19 @@ class Client:
         )
 
     def __enter__(self):
+        """``with Client() as c``: ``c`` is also the current client inside the block, as in Dask."""
+        if self._set_as_default:
+            self._current_token = _context.set_current(self)
         return self
 
     def __exit__(self, *exc):
+        self._leave_current()
         self._close()
+
+    def _leave_current(self):
+        token, self._current_token = self._current_token, None
+        if token is not None:
+            _context.reset_current(token)
 
     def _check_running(self, graph=False):
         """Raise unless the client runs; ``graph``: the call sends tasks (Dask's "update-graph").

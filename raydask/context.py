@@ -70,6 +70,18 @@ def as_current(client):
         _as_current.reset(token)
 
 
+def set_current(client):
+    """Make ``client`` current in this thread or task until :func:`reset_current` (``with Client()``)."""
+    return _as_current.set(client)
+
+
+def reset_current(token) -> None:
+    try:
+        _as_current.reset(token)
+    except ValueError:  # left in another context (an ``async with`` exited elsewhere): nothing to undo here
+        pass
+
+
 def in_as_current():
     """The client of the enclosing ``as_current()`` block, if it still runs; else None."""
     client = _as_current.get()

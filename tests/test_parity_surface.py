@@ -112,6 +112,25 @@ def test_as_current_is_task_local_in_asyncio(impl):
         other.close()
 
 
+def test_with_client_makes_it_current_inside_the_block(impl):
+    m = importlib.import_module(impl.name)
+    if impl.name == "distributed":
+        other = impl.Client(impl.client.scheduler.address)
+    else:
+        other = impl.Client(dashboard_address=None)
+    try:
+        with other as c:
+            assert c is other
+            assert impl.Client.current(allow_global=False) is other
+            assert c.submit(inc, 1).result(timeout=60) == 2
+        with pytest.raises(ValueError, match="Not running inside the `as_current` context manager"):
+            impl.Client.current(allow_global=False)
+    finally:
+        other.close()
+    assert m.default_client() is impl.client  # the shared client is the default again
+    assert impl.client.submit(inc, 2).result(timeout=60) == 3
+
+
 # -- futures_of -----------------------------------------------------------------------------------
 def test_client_futures_of(impl):
     c = impl.client
