@@ -567,9 +567,7 @@ class LocalCluster(_ClusterBase):
             raise RuntimeError(f"cannot scale a cluster that is {self.status.value}")
         with self._lock:
             self._target = max(n, 1)
-            if self._scaler is None or not self._scaler.is_alive():
-                self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
-                self._scaler.start()
+            self._wake_scaler()
 
     @property
     def target(self) -> int:
@@ -654,16 +652,33 @@ class LocalCluster(_ClusterBase):
             self._changed.wait_for(lambda: chosen <= {n.node_id for n in self._nodes}
                                  or self._scaler is None or not self._scaler.is_alive(), timeout=30)
             nodes = [n for n in self._nodes if n.node_id in chosen]
-            for node in nodes:
-                self._nodes.remove(node)  # no longer ours: its exit is not a death (see _died)
-                self._names.pop(node, None)
-                self._retiring.append(node)
-                self._removing.add(node.node_id)
+            self._hand_over(nodes)
             self._target = max(1, self._target - len(nodes))
-            if nodes and (self._scaler is None or not self._scaler.is_alive()):
-                self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
-                self._scaler.start()
+            if nodes:
+                self._wake_scaler()
         return [w for w in table if w["node_id"] in {n.node_id for n in nodes}]
+
+    def _hand_over(self, nodes) -> dict:
+        """Give ``nodes`` to the scaler to stop; ``{node id: name}`` of those that had one.
+
+        Called with the lock held.  They are no longer ours, so their raylets'
+        exits are not deaths (see :meth:`_died`).
+        """
+        names = {}
+        for node in nodes:
+            self._nodes.remove(node)
+            name = self._names.pop(node, None)
+            if name is not None:
+                names[node.node_id] = name
+            self._retiring.append(node)
+            self._removing.add(node.node_id)
+        return names
+
+    def _wake_scaler(self) -> None:
+        """Start the ``raydask-scale`` thread unless it runs (called with the lock held)."""
+        if self._scaler is None or not self._scaler.is_alive():
+            self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
+            self._scaler.start()
 
     def _retire(self, workers, timeout=60) -> list[dict]:
         """:meth:`_take` these workers, then wait until the scaler has stopped them."""
@@ -705,17 +720,10 @@ class LocalCluster(_ClusterBase):
         with self._lock:
             # Ray lists a node a moment before add_node returns it to the scaler: wait for that
             self._changed.wait_for(lambda: ids <= {n.node_id for n in self._nodes}, timeout=30)
-            names = {}
-            for node in [n for n in self._nodes if n.node_id in ids]:
-                self._nodes.remove(node)  # no longer ours: its raylet's exit is not a death
-                names[node.node_id] = self._names.pop(node)
-                self._free_names.insert(0, names[node.node_id])  # the next node started gets it
-                self._retiring.append(node)
-                self._removing.add(node.node_id)
+            names = self._hand_over([n for n in self._nodes if n.node_id in ids])
+            self._free_names[:0] = names.values()  # the next nodes started get them
             logger.info("raydask: restarting workers %s", sorted(map(str, names.values())))
-            if self._scaler is None or not self._scaler.is_alive():
-                self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
-                self._scaler.start()
+            self._wake_scaler()
             back = lambda: set(names.values()) <= set(self._names.values())  # noqa: E731
             self._changed.wait_for(back, timeout=max(0.0, deadline - time.monotonic()))
             now = set(self._names.values())
@@ -747,9 +755,7 @@ class LocalCluster(_ClusterBase):
             if name is not None:
                 self._free_names.append(name)
             logger.warning("raydask: worker %s died; starting another in its place", name)
-            if self._scaler is None or not self._scaler.is_alive():
-                self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
-                self._scaler.start()
+            self._wake_scaler()
 
     def _pick_removable(self):
         """The node to remove next: idle ones first (Ray calls a node idle when it runs
