@@ -241,28 +241,58 @@ class LoopSignal:
 
 
 def dispatched(states, timeout=None) -> Step:
-    """Every held task of ``states`` became a Ray task (or settled); False on timeout."""
+    """Every held task of ``states`` became a Ray task (or settled); False on timeout.
+
+    One wake-up for all of them (a :class:`Countdown`), not one per task: the
+    gate releases a ``gather`` of thousands of held tasks a window at a time.
+    """
 
     def block():
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for st in states:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not st.wait_dispatched(left):
-                return False
-        return True
+        event = threading.Event()
+        return _count_down(states, event) or event.wait(timeout)
 
     async def wait():
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for st in states:
-            signal = LoopSignal()
-            if not st.on_dispatched(signal):
-                continue
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not await signal.wait(left):
-                return False
-        return True
+        signal = LoopSignal()
+        return _count_down(states, signal) or await signal.wait(timeout)
 
     return Step(block, wait)
+
+
+def _count_down(states, signal) -> bool:
+    """Register one :class:`Countdown` on every held state; True if none was held."""
+    countdown = Countdown(signal)
+    for st in states:
+        countdown.add()
+        if not st.on_dispatched(countdown):
+            countdown.set()  # it is a Ray task already: nothing to wait for
+    return countdown.set()  # the guard taken at the start
+
+
+class Countdown:
+    """Sets ``signal`` once ``set()`` was called as often as ``add()``, plus once for a guard.
+
+    ``set`` runs on the gate's thread, so it only takes a short lock.
+    """
+
+    __slots__ = ("_left", "_lock", "_signal")
+
+    def __init__(self, signal):
+        self._left = 1
+        self._lock = threading.Lock()
+        self._signal = signal
+
+    def add(self) -> None:
+        with self._lock:
+            self._left += 1
+
+    def set(self, *_args) -> bool:
+        """Count one down; True (and ``signal`` set) when that was the last."""
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._signal.set()
+        return last
 
 
 class StartOnce:

@@ -248,6 +248,10 @@ class FutureState:
             self._waiters.append(fn)
             return True
 
+    def waited(self) -> bool:
+        """Pending, and somebody waits for it to settle (:meth:`add_waiter`)."""
+        return bool(self._waiters)
+
     def remove_waiter(self, fn) -> None:
         with self._lock:
             if self._waiters and fn in self._waiters:

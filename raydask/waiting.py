@@ -171,7 +171,7 @@ def _block_until(states, satisfied, deadline, want, timed_out) -> None:
     wake = quick(lambda _state: woken.set())
     try:
         for st in states:
-            if st.ref is None:  # held by the priority gate: it settles itself when Ray is done
+            if st.ref is None:  # held by the priority gate: it settles states with waiters when Ray is done
                 st.add_waiter(wake)
         while not satisfied():
             left = None if deadline is None else deadline - time.monotonic()
@@ -291,7 +291,7 @@ class as_completed:
                     if f._state.ref is not None:
                         self._by_ref[f._state.ref] = f._state
                         self._refs.append(f._state.ref)
-                    # else: held by the priority gate, which settles it when Ray is done
+                    # else: held by the priority gate, which settles it (it has our waiter) when Ray is done
                     watch.append(f._state)
                 if f not in self.futures:
                     same.append(f)
