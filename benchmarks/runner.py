@@ -131,11 +131,11 @@ def rows() -> list[Row]:
                                        "through the client (Ray: ray.util.dask.ray_dask_get)"),
         Row("scatter_transfer", "scatter_transfer", MAIN, TWO_NODES, {"mb": 100}, {"mb": 10}, "s", False, seconds,
             about="scatter 100 MB numpy array, a task reading it on the other node, gather it back (2 nodes x 1 CPU)"),
-        Row("fib_get_client", "fib_get_client", MAIN, LOCAL, {"n": 10}, {"n": 5}, "s", False, seconds,
+        Row("fib_get_client", "fib_get_client", MAIN, LOCAL, {"n": 10}, {"n": 3}, "s", False, seconds,
             {"dask": ("<=", 1.0)},
             about="Dask's task-launch page, get_client block: fib(10), each task maps fib(n-1), fib(n-2), "
                   "secedes, gathers, rejoins (Dask: 11 keys; Ray: nested fib.remote + ray.get, 177 tasks)"),
-        Row("fib_worker_client", "fib_worker_client", MAIN, LOCAL, {"n": 10}, {"n": 5}, "s", False, seconds,
+        Row("fib_worker_client", "fib_worker_client", MAIN, LOCAL, {"n": 10}, {"n": 3}, "s", False, seconds,
             {"dask": ("<=", 1.0)},
             about="the same page's worker_client block: fib(10), two submits and a gather inside "
                   "`with worker_client()` (Ray: the same nested fib.remote)"),
