@@ -85,6 +85,19 @@ def test_a_held_task_is_not_a_ray_task_until_released(gated):
     gated.gather(blockers)
 
 
+def test_waiting_for_held_tasks_times_out_and_a_gather_waits_for_the_last_dispatch(gated):
+    blockers = _fill(gated, 2.0)
+    held = [gated.submit(inc, i, priority=1, pure=False) for i in range(30)]
+    assert all(f._state.held for f in held)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        held[-1].result(timeout=0.3)  # still held: the wait for its dispatch runs out
+    assert time.monotonic() - started < 1.5
+    assert gated.gather(held) == list(range(1, 31))  # one wake-up once the last is a Ray task
+    assert all(f._state.ref is not None for f in held)
+    gated.gather(blockers)
+
+
 def test_everything_that_reads_refs_waits_for_a_held_task(gated):
     blockers = _fill(gated, 1.5)
     a = gated.submit(inc, 1, priority=1)
