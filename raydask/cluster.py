@@ -612,6 +612,10 @@ class LocalCluster(_ClusterBase):
                     added = self._cluster.add_node(wait=True, **self._node_args(name))
                 except Exception:  # noqa: BLE001
                     logger.exception("raydask: could not start worker %s", name)
+                    with self._lock:  # the name is free again; waiters see the scaler stopped
+                        self._free_names.insert(0, name)
+                        self._scaler = None
+                        self._changed.notify_all()
                     return
                 self.node_start_times.append(time.monotonic() - started)
                 with self._lock:
@@ -650,7 +654,7 @@ class LocalCluster(_ClusterBase):
         with self._lock:
             # Ray lists a node a moment before add_node returns it to the scaler: wait for that
             self._changed.wait_for(lambda: chosen <= {n.node_id for n in self._nodes}
-                                 or self._scaler is None or not self._scaler.is_alive(), timeout=30)
+                                   or self._scaler_stopped(), timeout=30)
             nodes = [n for n in self._nodes if n.node_id in chosen]
             self._hand_over(nodes)
             self._target = max(1, self._target - len(nodes))
@@ -674,9 +678,14 @@ class LocalCluster(_ClusterBase):
             self._removing.add(node.node_id)
         return names
 
+    def _scaler_stopped(self) -> bool:
+        """No ``raydask-scale`` thread runs (none started, done, or died): nothing waited
+        for from it will happen.  Called with the lock held."""
+        return self._scaler is None or not self._scaler.is_alive()
+
     def _wake_scaler(self) -> None:
         """Start the ``raydask-scale`` thread unless it runs (called with the lock held)."""
-        if self._scaler is None or not self._scaler.is_alive():
+        if self._scaler_stopped():
             self._scaler = threading.Thread(target=self._reconcile, name="raydask-scale", daemon=True)
             self._scaler.start()
 
@@ -719,12 +728,14 @@ class LocalCluster(_ClusterBase):
         deadline = time.monotonic() + timeout
         with self._lock:
             # Ray lists a node a moment before add_node returns it to the scaler: wait for that
-            self._changed.wait_for(lambda: ids <= {n.node_id for n in self._nodes}, timeout=30)
+            self._changed.wait_for(lambda: ids <= {n.node_id for n in self._nodes}
+                                   or self._scaler_stopped(), timeout=30)
             names = self._hand_over([n for n in self._nodes if n.node_id in ids])
             self._free_names[:0] = names.values()  # the next nodes started get them
             logger.info("raydask: restarting workers %s", sorted(map(str, names.values())))
             self._wake_scaler()
-            back = lambda: set(names.values()) <= set(self._names.values())  # noqa: E731
+            back = lambda: (set(names.values()) <= set(self._names.values())  # noqa: E731
+                            or self._scaler_stopped())
             self._changed.wait_for(back, timeout=max(0.0, deadline - time.monotonic()))
             now = set(self._names.values())
         return {w: "OK" if names.get(r["node_id"]) in now else "timed out" for w, r in rows.items()}
