@@ -323,9 +323,31 @@ class DaskAPI(_Engine):
         assert n == arr.nbytes and back.shape == arr.shape
         return {"seconds": t3 - t0, "parts": {"scatter": t1 - t0, "remote task": t2 - t1, "gather": t3 - t2}}
 
-    def notebook(self, sleep):
-        """The seed notebook (examples/futures.py) minus startup and ``scale(10)``."""
-        c, ac = self.client, self.mod.as_completed
+    def notebook(self, sleep, one_client=False):
+        """The seed notebook (examples/futures.py) minus startup and ``scale(10)``.
+
+        Each run has a new client of this engine's cluster (made and closed
+        outside the timing), as the notebook runs once per client: its
+        ``priority=1`` loop comes last, so raydask's priority gate is off for the
+        graph before it.  ``one_client``: every run on the engine's long-lived
+        client instead, where raydask's gate is on from the second run.
+        """
+        c = self.client if one_client else self._new_client()
+        try:
+            return self._notebook(c, sleep)
+        finally:
+            if c is not self.client:
+                c.close()
+
+    def _new_client(self):
+        """Another client of this engine's cluster, with the same dashboard setting."""
+        if self.kind == "raydask":
+            return self.mod.Client(dashboard_address="127.0.0.1:0" if self.dashboard_link else None,
+                                   set_as_default=False)
+        return self.mod.Client(self.client.cluster, set_as_default=False)
+
+    def _notebook(self, c, sleep):
+        ac = self.mod.as_completed
         inc, double, add = tasks.nb_inc, tasks.nb_double, tasks.nb_add
         base = self.fresh(0)
         t0 = time.perf_counter()
@@ -622,7 +644,7 @@ class RawRay(_Engine):
         assert n == arr.nbytes and back.shape == arr.shape
         return {"seconds": t3 - t0, "parts": {"scatter": t1 - t0, "remote task": t2 - t1, "gather": t3 - t2}}
 
-    def notebook(self, sleep):
+    def notebook(self, sleep, one_client=False):  # one_client: Ray has no client to keep
         ray, base = self.ray, self.fresh(0)
         inc, double, add = self.nb_inc, self.nb_double, self.nb_add
         t0 = time.perf_counter()

@@ -104,7 +104,12 @@ def rows() -> list[Row]:
         Row("scale_up", "scale_up", MAIN, LOCAL, {}, {}, "s/node", False, seconds, reps=3, warmup=False,
             about="add one 2-CPU worker and wait until it is up (then remove it)"),
         Row("notebook", "notebook", MAIN, LOCAL, {"sleep": 0.001}, {"sleep": 0.001}, "s", False, seconds,
-            {"dask": ("<=", 0.6)}, about="the seed notebook's code (examples/futures.py), sleeps up to 1 ms, without startup"),
+            {"dask": ("<=", 0.6)}, about="the seed notebook's code (examples/futures.py), sleeps up to 1 ms, "
+                                         "without startup, each run on a new client of the cluster"),
+        Row("notebook_one_client", "notebook", MAIN, LOCAL, {"sleep": 0.001, "one_client": True},
+            {"sleep": 0.001, "one_client": True}, "s", False, seconds,
+            about="the same, every run on one long-lived client (raydask: its priority gate is on "
+                  "from the second run, for the whole graph)"),
         Row("priority_throughput", "priority_throughput", MAIN, LOCAL, {"n": 2000}, {"n": 200}, "tasks/s", True,
             per_second("n"), {"ray": (">=", 0.8)},
             about="throughput with priority=i % 5 on every task (Ray: plain throughput, it has no priorities)"),
