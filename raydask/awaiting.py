@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-import time
 import weakref
 
 import ray

@@ -33,11 +33,11 @@ import ray.exceptions
 from .context import current_client
 from .errors import FutureCancelledError, fresh, task_traceback, unwrap
 from .raycompat import on_completed
-from .records import TaskRecord
+from .records import TaskRecord, as_record
 from .awaiting import dispatched, get_one, in_loop, run
 from .keys import parse_timedelta, tokenizing, typename  # at module level: result() is on the hot path
 
-__all__ = ["Future", "FutureState", "Status", "quick", "resolve_type"]
+__all__ = ["Future", "FutureState", "Status", "quick", "read_record", "resolve_type"]
 
 
 def quick(fn):
@@ -182,10 +182,9 @@ class FutureState:
 
     def settle_from_receipt(self, receipt) -> list:
         """Settle from what the receipt ref resolved to, or from the error the value's ref raised."""
-        if isinstance(receipt, TaskRecord):
-            return self.settle(Status.FINISHED, receipt)
-        if isinstance(receipt, tuple):  # receipts travel as plain tuples
-            return self.settle(Status.FINISHED, TaskRecord(*receipt))
+        record = as_record(receipt)
+        if record is not None:
+            return self.settle(Status.FINISHED, record)
         if isinstance(receipt, ray.exceptions.TaskCancelledError):
             return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, self.cancel_reason))
         if isinstance(receipt, (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)):
@@ -309,15 +308,16 @@ class FutureState:
         filling it in is a cache of a stored fact, not a change of state.
         """
         if self.record is None and self.status is Status.FINISHED and self.receipt is not None:
-            try:
-                value = ray.get(self.receipt, timeout=10)
-            except Exception:  # noqa: BLE001 - the receipt is gone: no record
-                return None
-            if isinstance(value, tuple):
-                value = TaskRecord(*value)
-            if isinstance(value, TaskRecord):
-                self.record = value
+            self.record = read_record(self.receipt)
         return self.record
+
+
+def read_record(receipt):
+    """The :class:`TaskRecord` of an ended task's receipt ref; None if the task failed or it is gone."""
+    try:
+        return as_record(ray.get(receipt, timeout=10))
+    except Exception:  # noqa: BLE001 - a failed task's receipt is its error
+        return None
 
 
 class Settler:

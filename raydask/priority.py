@@ -64,8 +64,7 @@ import time
 import ray
 
 from .errors import CancelledError
-from .future import Status, notify
-from .records import TaskRecord
+from .future import Status, notify, read_record
 from .scheduling import outcomes
 
 __all__ = ["Gate", "SATURATION"]
@@ -319,7 +318,7 @@ class Gate:
                 entries = [e for e in map(self._running.pop, ready, itertools.repeat(None)) if e is not None]
             record = self._settle_waited(entries)
             if record is None and (now - sampled >= SAMPLE or self._duration is None):
-                record = _record(ready[0])
+                record = read_record(ready[0])
             if record is not None:
                 sampled = now
             for entry in entries:
@@ -425,12 +424,3 @@ class Gate:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=TICK + 5)
         return held
-
-
-def _record(receipt):
-    """The :class:`~raydask.records.TaskRecord` an ended task's receipt holds; None if it failed."""
-    try:
-        value = ray.get(receipt, timeout=10)
-    except Exception:  # noqa: BLE001 - a failed task's receipt is its error: no sample
-        return None
-    return TaskRecord(*value) if isinstance(value, tuple) else value if isinstance(value, TaskRecord) else None

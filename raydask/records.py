@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TaskRecord"]
+__all__ = ["TaskRecord", "as_record"]
 
 
 @dataclass(slots=True)
@@ -21,3 +21,10 @@ class TaskRecord:
     stop: float
     node_id: str
     pid: int
+
+
+def as_record(value):
+    """The :class:`TaskRecord` a receipt resolved to (receipts travel as plain tuples); None otherwise."""
+    if isinstance(value, tuple):
+        return TaskRecord(*value)
+    return value if isinstance(value, TaskRecord) else None
