@@ -11,8 +11,12 @@ changed since its last look.
 Bounded: past ``max_tasks`` keys the oldest frozen rows are forgotten, a tenth
 at once; live states are the client's own and stay.  A task whose futures were
 dropped before it ended stays live until somebody learns how it ended (the
-dashboard's collector, or the client's sweep of such tasks).  Nothing here
-talks to Ray.
+dashboard's collector, or the client's sweep of such tasks).
+
+A finished task's record (where and when it ran) arrives a little after the
+task ended (:mod:`raydask.receipts`): the log listens to the store of records
+too and stamps the key again when its record arrives.  Nothing here talks to
+Ray.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 
 from .future import FutureState, Status
 from .keys import key_split
+from .receipts import STORE, WAIT, task_id_of
 from .records import TaskRecord
 
 __all__ = ["EventLog", "TaskEvent", "TaskRecord"]
@@ -73,12 +78,22 @@ def _error_text(exc) -> str | None:
 def _task_id(state) -> bytes | None:
     """The Ray task id of an ended task (asked of its value's ref), else None."""
     ref = state.ref
-    if state.record is None or state.receipt is None or ref is None or ref is _RECORDED:
+    if state.record is None or state.scattered or ref is None or ref is _RECORDED:
         return None
-    try:
-        return ref.task_id().binary()
-    except Exception:  # noqa: BLE001 - a ref of another kind: no task to ask Ray about
+    return task_id_of(ref)
+
+
+def _awaits_record(state) -> bytes | None:
+    """The task id of a finished task whose record has not arrived yet (else None)."""
+    if state.record is not None or state.status is not Status.FINISHED or state.scattered:
         return None
+    ref = state.ref
+    if ref is None or ref is _RECORDED:
+        return None
+    task_id = task_id_of(ref)
+    if task_id is not None:
+        state.record = STORE.get(task_id)
+    return None if state.record is not None else task_id
 
 
 def view(state, slot) -> TaskEvent:
@@ -88,7 +103,7 @@ def view(state, slot) -> TaskEvent:
         state.key, key_split(state.key), state.deps, state.submitted, state.phase(), state.priority or 0,
         state.record, _error_text(state.exception) if erred else None,
         slot.seq, slot.created, _task_id(state),
-        state.receipt is None and state.ref is not None and state.ref is not _RECORDED,
+        state.scattered,
     )
 
 
@@ -103,15 +118,23 @@ class EventLog:
         if not isinstance(max_tasks, int) or isinstance(max_tasks, bool) or max_tasks < 1:
             raise ValueError(f"max_tasks must be a positive integer, got {max_tasks!r}")
         self._lock = threading.Lock()
+        self._recorded = threading.Condition(self._lock)  # notified as records arrive
         self._slots: dict = {}  # key -> _Slot, in the order keys were first seen
         self._dependents: dict = {}  # key -> keys waiting on it (while it is pending)
         self._forgotten: deque = deque(maxlen=100_000)  # (cursor, key) of evicted keys
         self._seq = 0
         self._released = 0  # frozen rows among the slots
+        self._unrecorded: dict = {}  # task id -> key: finished, its record not arrived yet
         self.max_tasks = max_tasks
         self._evict_at = max_tasks
         self.crowded = False  # set when eviction found too few released keys to forget
         self.started = time.time()
+        self._changed = self.changed
+        STORE.subscribe(self._arrived)
+
+    def close(self) -> None:
+        """Stop listening for records (the client closed)."""
+        STORE.unsubscribe(self._arrived)
 
     @property
     def cursor(self) -> int:
@@ -132,7 +155,7 @@ class EventLog:
             for dep in state.dep_states:
                 if dep.status is Status.PENDING and dep.key in self._slots:
                     self._dependents.setdefault(dep.key, []).append(key)
-            state.listener = self.changed
+            state.listener = self._changed  # one bound method for every state (64 B each otherwise)
             if len(self._slots) > self._evict_at:
                 self._evict()
         if state.status is not Status.PENDING and state.dropped:
@@ -147,6 +170,12 @@ class EventLog:
             self._seq += 1
             slot.seq = self._seq
             if state.status is not Status.PENDING:
+                waiting_for = _awaits_record(state)
+                if waiting_for is not None:
+                    self._unrecorded[waiting_for] = state.key
+                    if len(self._unrecorded) > self.max_tasks:  # records that never came (a dead worker)
+                        for task_id in list(self._unrecorded)[: self.max_tasks // 10]:
+                            del self._unrecorded[task_id]
                 for other in self._dependents.pop(state.key, ()):  # waiting -> processing, maybe
                     dep_slot = self._slots.get(other)
                     if dep_slot is not None:
@@ -158,6 +187,35 @@ class EventLog:
                     self._released += 1
                     if len(self._slots) > self._evict_at:
                         self._evict()
+
+    def _arrived(self, records) -> None:
+        """Records arrived (:data:`raydask.receipts.STORE`'s thread): fill them in, stamp their keys."""
+        with self._lock:
+            if not self._unrecorded:
+                return
+            for task_id, record in records:
+                key = self._unrecorded.pop(task_id, None)
+                slot = None if key is None else self._slots.get(key)
+                if slot is not None and slot.obj.record is None:
+                    slot.obj.record = record
+                    self._seq += 1
+                    slot.seq = self._seq
+            self._recorded.notify_all()
+
+    def await_records(self, timeout: float = WAIT) -> bool:
+        """Wait until every finished task's record arrived (True), or ``timeout`` s passed.
+
+        What reads records as a whole (the task stream) calls it, so a task that
+        ended a moment ago is in it with where and when it ran.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._unrecorded and STORE.collectors:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._recorded.wait(left)
+            return True
 
     def _evict(self) -> None:
         """Forget the oldest released keys, down to 90 % of ``max_tasks`` (hold the lock).
@@ -183,14 +241,14 @@ class EventLog:
         with self._lock:
             return [s.obj for s in self._slots.values()
                     if type(s.obj) is not TaskEvent and s.obj.status is Status.PENDING
-                    and s.obj.receipt is not None and s.obj.receipt is not _RECORDED]
+                    and s.obj.ref is not None and s.obj.ref is not _RECORDED]
 
     def dropped_pending(self) -> list:
         """Pending states the client already let go of (only the log still follows them)."""
         with self._lock:
             return [s.obj for s in self._slots.values()
                     if type(s.obj) is not TaskEvent and s.obj.dropped and s.obj.status is Status.PENDING
-                    and s.obj.receipt is not None and s.obj.receipt is not _RECORDED]
+                    and s.obj.ref is not None and s.obj.ref is not _RECORDED]
 
     def snapshot(self, since: int = 0) -> tuple[int, list[TaskEvent]]:
         """``(cursor, events changed after `since`)``; oldest change first when ``since`` > 0."""
@@ -227,7 +285,7 @@ class EventLog:
         with self._lock:
             dep_states = tuple(s.obj for d in deps if (s := self._slots.get(d)) is not None
                                and type(s.obj) is not TaskEvent)
-        self.add(FutureState(key, _RECORDED, _RECORDED, tuple(deps), dep_states, priority))
+        self.add(FutureState(key, _RECORDED, True, tuple(deps), dep_states, priority))
 
     def _live(self, key):
         with self._lock:

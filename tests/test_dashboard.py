@@ -237,6 +237,9 @@ def test_graph_since_cursor_returns_only_changes(dash_client, http):
     x = dash_client.submit(_inc, 1000)
     y = dash_client.submit(_inc, x)
     y.result()
+    x.result()
+    # the tasks' records follow their ends (raydask.receipts) and show the keys again: let them land
+    assert dash_client._events.await_records(timeout=10)
     delta = _wait_for(lambda: http.get("/api/graph", params={"since": first["cursor"]}).json(),
                       lambda g: {n["key"] for n in g["nodes"]} >= {x.key, y.key})
     assert {n["key"] for n in delta["nodes"]} == {x.key, y.key}
