@@ -1879,8 +1879,6 @@ class Client:
             self._dask_config = None
         if self._dashboard is not None:
             self._dashboard.stop()
-        if self._events is not None:
-            self._events.close()
         with self._lock:
             states = list(self._states.values())
             self._states.clear()

@@ -14,9 +14,9 @@ dropped before it ended stays live until somebody learns how it ended (the
 dashboard's collector, or the client's sweep of such tasks).
 
 A finished task's record (where and when it ran) arrives a little after the
-task ended (:mod:`raydask.receipts`): the log listens to the store of records
-too and stamps the key again when its record arrives.  Nothing here talks to
-Ray.
+task ended (:mod:`raydask.receipts`) and is a change of its state too: the key
+is stamped again, and a row frozen meanwhile gets the record.  Nothing here
+talks to Ray.
 """
 
 from __future__ import annotations
@@ -83,17 +83,10 @@ def _task_id(state) -> bytes | None:
     return task_id_of(ref)
 
 
-def _awaits_record(state) -> bytes | None:
-    """The task id of a finished task whose record has not arrived yet (else None)."""
-    if state.record is not None or state.status is not Status.FINISHED or state.scattered:
-        return None
-    ref = state.ref
-    if ref is None or ref is _RECORDED:
-        return None
-    task_id = task_id_of(ref)
-    if task_id is not None:
-        state.record = STORE.get(task_id)
-    return None if state.record is not None else task_id
+def _awaits_record(state) -> bool:
+    """A finished task whose record has not arrived yet (it will tell its listener)."""
+    return (state.record is None and state.status is Status.FINISHED and not state.scattered
+            and state.ref is not None and state.ref is not _RECORDED)
 
 
 def view(state, slot) -> TaskEvent:
@@ -118,23 +111,16 @@ class EventLog:
         if not isinstance(max_tasks, int) or isinstance(max_tasks, bool) or max_tasks < 1:
             raise ValueError(f"max_tasks must be a positive integer, got {max_tasks!r}")
         self._lock = threading.Lock()
-        self._recorded = threading.Condition(self._lock)  # notified as records arrive
         self._slots: dict = {}  # key -> _Slot, in the order keys were first seen
         self._dependents: dict = {}  # key -> keys waiting on it (while it is pending)
         self._forgotten: deque = deque(maxlen=100_000)  # (cursor, key) of evicted keys
         self._seq = 0
         self._released = 0  # frozen rows among the slots
-        self._unrecorded: dict = {}  # task id -> key: finished, its record not arrived yet
         self.max_tasks = max_tasks
         self._evict_at = max_tasks
         self.crowded = False  # set when eviction found too few released keys to forget
         self.started = time.time()
         self._changed = self.changed
-        STORE.subscribe(self._arrived)
-
-    def close(self) -> None:
-        """Stop listening for records (the client closed)."""
-        STORE.unsubscribe(self._arrived)
 
     @property
     def cursor(self) -> int:
@@ -165,17 +151,19 @@ class EventLog:
         """``state`` was dispatched, settled or dropped (called by the state, any thread)."""
         with self._lock:
             slot = self._slots.get(state.key)
-            if slot is None or slot.obj is not state:
+            if slot is None:
+                return
+            if slot.obj is not state:  # frozen before its record came: the record is news
+                row = slot.obj
+                if type(row) is TaskEvent and row.record is None and state.record is not None:
+                    row.record = state.record
+                    self._seq += 1
+                    slot.seq = self._seq
+                state.listener = None
                 return
             self._seq += 1
             slot.seq = self._seq
             if state.status is not Status.PENDING:
-                waiting_for = _awaits_record(state)
-                if waiting_for is not None:
-                    self._unrecorded[waiting_for] = state.key
-                    if len(self._unrecorded) > self.max_tasks:  # records that never came (a dead worker)
-                        for task_id in list(self._unrecorded)[: self.max_tasks // 10]:
-                            del self._unrecorded[task_id]
                 for other in self._dependents.pop(state.key, ()):  # waiting -> processing, maybe
                     dep_slot = self._slots.get(other)
                     if dep_slot is not None:
@@ -183,39 +171,19 @@ class EventLog:
                         dep_slot.seq = self._seq
                 if state.dropped:  # nobody holds it and it ended: keep a small row only
                     slot.obj = view(state, slot)
-                    state.listener = None
+                    if not _awaits_record(state):  # else it tells us once more, with its record
+                        state.listener = None
                     self._released += 1
                     if len(self._slots) > self._evict_at:
                         self._evict()
 
-    def _arrived(self, records) -> None:
-        """Records arrived (:data:`raydask.receipts.STORE`'s thread): fill them in, stamp their keys."""
-        with self._lock:
-            if not self._unrecorded:
-                return
-            for task_id, record in records:
-                key = self._unrecorded.pop(task_id, None)
-                slot = None if key is None else self._slots.get(key)
-                if slot is not None and slot.obj.record is None:
-                    slot.obj.record = record
-                    self._seq += 1
-                    slot.seq = self._seq
-            self._recorded.notify_all()
-
     def await_records(self, timeout: float = WAIT) -> bool:
-        """Wait until every finished task's record arrived (True), or ``timeout`` s passed.
+        """Wait until the records of the tasks that ended so far arrived (True), or ``timeout`` s.
 
         What reads records as a whole (the task stream) calls it, so a task that
         ended a moment ago is in it with where and when it ran.
         """
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._unrecorded and STORE.collectors:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._recorded.wait(left)
-            return True
+        return STORE.settled(timeout)
 
     def _evict(self) -> None:
         """Forget the oldest released keys, down to 90 % of ``max_tasks`` (hold the lock).

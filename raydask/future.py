@@ -158,6 +158,10 @@ class FutureState:
         self.dep_states = ()  # the graph keeps the keys; the states may go
         if status is Status.FINISHED or status is Status.CANCELLED:
             self.spec = None  # nothing to retry: its inputs (and their data) may go
+        if record is None and status is Status.FINISHED and not self.scattered:
+            task_id = task_id_of(self.ref)
+            if task_id is not None:  # where and when it ran follows (raydask.receipts)
+                STORE.claim(task_id, self)
         for event in events:  # settled while held (cancelled): nobody waits for refs any more
             event.set()
         listener = self.listener
@@ -301,14 +305,14 @@ class FutureState:
         """The record of a task that ran (where, when, what it returned), None if unknown.
 
         A finished task's record arrives with its receipt, a few tens of
-        milliseconds after the task ended (:mod:`raydask.receipts`); this waits up
-        to ``wait`` seconds for it.  Filling it in is a cache of a stored fact,
-        not a change of state.
+        milliseconds after the task ended (:mod:`raydask.receipts`), and is set
+        here then (the state claimed it when it settled); this waits up to
+        ``wait`` seconds for it.
         """
         if self.record is None and self.status is Status.FINISHED and not self.scattered:
             task_id = task_id_of(self.ref)
             if task_id is not None:
-                self.record = STORE.get(task_id, wait)
+                STORE.wait(task_id, self, wait)
         return self.record
 
 

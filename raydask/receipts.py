@@ -7,8 +7,8 @@ process and the start and stop times, travel in batches::
 
     task ends (worker process) ──> post(): (task id, type, nbytes, start, stop, node, pid)
     raydask-receipts thread (worker) ── every FLUSH s ──> the driver's ReceiptSink actor: add(batch)
-    raydask-receipts thread (driver) ── long poll: take() ──> STORE: task id -> TaskRecord
-                                                                  └─> subscribers (the dashboard's log)
+    raydask-receipts thread (driver) ── long poll: take() ──> STORE ──> the finished task's
+                                                   FutureState.record (it claimed it), its listener told
 
 Why not a second return of the task, as before: each return costs the owner
 1.1-1.6 KB in Ray's core worker while the task is pending (measured: driver
@@ -33,19 +33,19 @@ import logging
 import os
 import threading
 import time
-import weakref
 
 import ray
 
 from .records import TaskRecord
 
-__all__ = ["KEEP", "FLUSH", "Collector", "ReceiptSink", "STORE", "Store", "join", "leave", "post", "task_id_of"]
+__all__ = ["KEEP", "FLUSH", "WAIT", "Collector", "ReceiptSink", "STORE", "Store", "join", "leave", "post",
+           "task_id_of"]
 
 logger = logging.getLogger("raydask")
 
 FLUSH = 0.02  # seconds a worker process gathers receipts before it sends them
 POLL = 30.0  # seconds one long poll of the sink lasts at most
-KEEP = 50_000  # records the store keeps; the oldest go first
+KEEP = 10_000  # records nobody claimed (and claims not met) the store keeps; the oldest go first
 WAIT = 3.0  # seconds a reader waits for a finished task's record before it does without
 RETRY = 0.2  # seconds between a worker's tries to find a sink that is not registered yet
 GIVE_UP = 30.0  # seconds after which a worker stops trying (the client is gone)
@@ -155,44 +155,83 @@ class ReceiptSink:
 
 # -- in the client ------------------------------------------------------------------------
 class Store:
-    """Records of ended tasks by Ray task id, as their receipts arrive; bounded; thread-safe."""
+    """Records of ended tasks by Ray task id, as their receipts arrive; bounded; thread-safe.
+
+    A finished task's state *claims* its record (:meth:`claim`): the record is
+    set as the state's ``record`` when it arrives (at once if it is here) and
+    the state's ``listener`` (the dashboard's log) is told.  Records nobody
+    claimed yet wait here, the last ``keep`` of them; so do claims whose record
+    has not come (a worker that died at once takes it along).
+    """
 
     def __init__(self, keep: int = KEEP):
         self._cond = threading.Condition()
-        self._records: dict = {}  # task id -> TaskRecord, oldest first
-        self._subscribers: list = []
+        self._records: dict = {}  # unclaimed: task id -> TaskRecord, oldest first
+        self._claims: dict = {}  # task id -> (holder, time.monotonic() of the claim), oldest first
         self.keep = keep
         self.collectors = 0  # running Collectors in this process: records are on their way
 
     def add(self, receipts) -> None:
-        records = [(r[0], TaskRecord(*r[1:])) for r in receipts]
+        """Receipts arrived: ``(task id, type, nbytes, start, stop, node, pid)`` each."""
+        told = []
         with self._cond:
-            for task_id, record in records:
-                self._records[task_id] = record
-            excess = len(self._records) - self.keep
-            if excess > 0:
-                for task_id in list(self._records)[: excess + self.keep // 10]:
-                    del self._records[task_id]
+            for receipt in receipts:
+                task_id, record = receipt[0], TaskRecord(*receipt[1:])
+                claim = self._claims.pop(task_id, None)
+                if claim is None:
+                    self._records[task_id] = record
+                else:
+                    claim[0].record = record
+                    told.append(claim[0])
+            _trim(self._records, self.keep)
             self._cond.notify_all()
-            subscribers = list(self._subscribers)
-        for ref in subscribers:
-            fn = ref()
-            if fn is not None:
-                fn(records)
+        for holder in told:
+            listener = holder.listener
+            if listener is not None:
+                listener(holder)
 
-    def get(self, task_id, wait: float = 0.0):
-        """The record of ``task_id``; wait up to ``wait`` s for it while a collector runs; None if none."""
-        record = self._records.get(task_id)
-        if record is not None or wait <= 0 or not self.collectors:
-            return record
-        deadline = time.monotonic() + wait
+    def claim(self, task_id, holder) -> None:
+        """``holder`` (a finished task's state) takes its record: now if it is here, else on arrival.
+
+        Set at once, the caller tells the holder's listener itself (it is settling).
+        """
         with self._cond:
-            while (record := self._records.get(task_id)) is None:
+            record = self._records.pop(task_id, None)
+            if record is None:
+                self._claims[task_id] = (holder, time.monotonic())
+                _trim(self._claims, self.keep)
+                return
+        holder.record = record
+
+    def get(self, task_id):
+        """The unclaimed record of ``task_id``, None if it is not here (yet)."""
+        return self._records.get(task_id)
+
+    def wait(self, task_id, holder, timeout: float = WAIT) -> None:
+        """Wait up to ``timeout`` s for ``holder``'s claimed record, while it may still come."""
+        if holder.record is not None or not self.collectors:
+            return
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while holder.record is None and task_id in self._claims and self.collectors:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self.collectors:
-                    return None
+                if left <= 0:
+                    return
                 self._cond.wait(left)
-        return record
+
+    def settled(self, timeout: float = WAIT) -> bool:
+        """Wait until every record claimed so far arrived (True), or ``timeout`` s passed.
+
+        Claims older than ``WAIT`` s by now are taken as lost, not waited for.
+        """
+        start = time.monotonic()
+        with self._cond:
+            while self.collectors and any(start - WAIT < t <= start for _, t in self._claims.values()):
+                left = start + timeout - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
 
     def started(self) -> None:
         with self._cond:
@@ -203,15 +242,12 @@ class Store:
             self.collectors -= 1
             self._cond.notify_all()  # readers waiting for records stop waiting
 
-    def subscribe(self, method) -> None:
-        """Call bound ``method([(task id, record), ...])`` with every batch that arrives (on the
-        collector's thread), while its object lives."""
-        with self._cond:
-            self._subscribers = [r for r in self._subscribers if r() is not None] + [weakref.WeakMethod(method)]
 
-    def unsubscribe(self, method) -> None:
-        with self._cond:
-            self._subscribers = [r for r in self._subscribers if r() is not None and r() != method]
+def _trim(table: dict, keep: int) -> None:
+    """Drop the oldest entries of ``table`` past ``keep``: a tenth more at once (no scan per add)."""
+    if len(table) > keep:
+        for key in list(table)[: len(table) - keep + keep // 10]:
+            del table[key]
 
 
 STORE = Store()
