@@ -286,8 +286,11 @@ class Collector:
                 ray.get_runtime_context().get_node_id(), soft=True)}
         except Exception:  # noqa: BLE001 - Ray Client: the driver is on no node of the cluster
             placement = {}
+        # restarted by Ray if its process or node dies (a test's restart, scale-down, a fault),
+        # under the same name and id: workers' handles and the long poll carry on
         self._actor = _sink_class.options(
-            name=name, namespace=namespace, num_cpus=0, max_concurrency=64, **placement).remote()
+            name=name, namespace=namespace, num_cpus=0, max_concurrency=64, max_restarts=-1,
+            max_task_retries=-1, **placement).remote()
         store.started()
         self._thread = threading.Thread(target=self._run, name="raydask-receipts", daemon=True)
         self._thread.start()
@@ -297,13 +300,21 @@ class Collector:
         while not self._closing:
             try:
                 batches = ray.get(actor.take.remote(POLL))
-            except Exception as exc:  # noqa: BLE001 - the actor died: no more records
+            except ray.exceptions.ActorDiedError as exc:  # killed for good (close), or Ray is gone
                 if not self._closing:
                     logger.warning("raydask: the receipts actor stopped (%s); task records stop", exc)
                 break
+            except Exception:  # noqa: BLE001 - restarting, or Ray going down: look again
+                if self._closing or not ray.is_initialized():
+                    break
+                time.sleep(RETRY)
+                continue
             for batch in batches:
                 store.add(batch)
         store.stopped()
+
+    def alive(self) -> bool:
+        return not self._closing and self._thread.is_alive()
 
     def close(self, timeout: float = 5.0) -> None:
         if self._closing:
@@ -320,16 +331,22 @@ class Collector:
             pass
 
 
-_joined: dict = {}  # Ray job id -> [Collector, clients using it]
+_joined: dict = {}  # (Ray's GCS address, job id) -> [Collector, clients using it]
 _joining = threading.Lock()
 
 
 def join():
-    """The sink this process's tasks post to, started by the first client of the Ray job."""
-    job = ray.get_runtime_context().get_job_id()
+    """The sink this process's tasks post to, started by the first client of the Ray job.
+
+    Keyed by the GCS address too: a process that shut Ray down and started
+    another cluster gets job id 01000000 again.  A collector whose thread
+    stopped (its actor died with its cluster) is replaced.
+    """
+    context = ray.get_runtime_context()
+    job = (context.gcs_address, context.get_job_id())
     with _joining:
         entry = _joined.get(job)
-        if entry is None:
+        if entry is None or not entry[0].alive():
             entry = _joined[job] = [Collector(), 0]
         entry[1] += 1
         return entry[0].sink
