@@ -133,6 +133,7 @@ class ReceiptSink:
             self._event = asyncio.Event()
         return self._event
 
+    @ray.method(num_returns=0)  # nothing to fail or report: a closed client's sink drops quietly
     async def add(self, batch) -> None:
         self._batches.append(batch)
         self._ready().set()
@@ -290,7 +291,7 @@ class Collector:
         # under the same name and id: workers' handles and the long poll carry on
         self._actor = _sink_class.options(
             name=name, namespace=namespace, num_cpus=0, max_concurrency=64, max_restarts=-1,
-            max_task_retries=-1, **placement).remote()
+            **placement).remote()
         store.started()
         self._thread = threading.Thread(target=self._run, name="raydask-receipts", daemon=True)
         self._thread.start()
