@@ -465,18 +465,17 @@ class Client:
         # the user's own key names the Ray task (get_worker().get_current_task() reads it)
         if named:
             name = key if type(key) is str else str(key)
-        dep_keys = tuple(d.key for d in deps)
         if deps and any(d.status is Status.CANCELLED for d in deps):
-            return self._lost_dependencies(key, dep_keys, priority)
+            return self._lost_dependencies(key, tuple(d.key for d in deps), priority)
         gate = self._gate
         if gate is None and priority is not None:
             gate = self._start_gate()
         deps = tuple(deps)
         if gate is None:  # the default path (no priority= seen yet) is just this
             ref = self._dispatcher.submit(func, packed, refs, options, name)
-            state = FutureState(key, ref, True, dep_keys, deps, priority)
+            state = FutureState(key, ref, True, None, deps, priority)  # keys read off ``deps``
         else:
-            state = FutureState(key, None, True, dep_keys, deps, priority, held=True)
+            state = FutureState(key, None, True, None, deps, priority, held=True)
         state.spec = TaskSpec(func, packed, args, deps, options, name)  # for retry and recreate_*_locally
         with self._lock:
             self._states[key] = state

@@ -15,7 +15,7 @@ dashboard's collector, or the client's sweep of such tasks).
 
 A finished task's record (where and when it ran) arrives a little after the
 task ended (:mod:`raydask.receipts`) and is a change of its state too: the key
-is stamped again, and a row frozen meanwhile gets the record.  Nothing here
+is stamped again, and a released task's row freezes only then.  Nothing here
 talks to Ray.
 """
 
@@ -151,15 +151,7 @@ class EventLog:
         """``state`` was dispatched, settled or dropped (called by the state, any thread)."""
         with self._lock:
             slot = self._slots.get(state.key)
-            if slot is None:
-                return
-            if slot.obj is not state:  # frozen before its record came: the record is news
-                row = slot.obj
-                if type(row) is TaskEvent and row.record is None and state.record is not None:
-                    row.record = state.record
-                    self._seq += 1
-                    slot.seq = self._seq
-                state.listener = None
+            if slot is None or slot.obj is not state:
                 return
             self._seq += 1
             slot.seq = self._seq
@@ -169,10 +161,11 @@ class EventLog:
                     if dep_slot is not None:
                         self._seq += 1
                         dep_slot.seq = self._seq
-                if state.dropped:  # nobody holds it and it ended: keep a small row only
+                # nobody holds it and it ended: keep a small row only, once its record came
+                # (the state tells us again then; until then the log keeps it)
+                if state.dropped and not _awaits_record(state):
                     slot.obj = view(state, slot)
-                    if not _awaits_record(state):  # else it tells us once more, with its record
-                        state.listener = None
+                    state.listener = None
                     self._released += 1
                     if len(self._slots) > self._evict_at:
                         self._evict()

@@ -70,6 +70,20 @@ class Status(enum.Enum):
     LOST = "lost"
 
 
+_last_stamp = [0.0]
+
+
+def _stamp() -> float:
+    """``time.time()``, the same float object for a millisecond: a pending task's submit
+    time then costs it nothing (24 bytes each otherwise)."""
+    now = time.time()
+    last = _last_stamp[0]
+    if now - last < 0.001:
+        return last
+    _last_stamp[0] = now
+    return now
+
+
 #: Locks the states share, picked by identity: a lock of its own cost each pending task
 #: 88 bytes, and a state holds its lock only for a few assignments, never calling out.
 _LOCKS = tuple(threading.Lock() for _ in range(64))
@@ -96,7 +110,7 @@ class FutureState:
     """
 
     __slots__ = (
-        "key", "ref", "scattered", "deps", "dep_states", "status", "record", "exception",
+        "key", "ref", "scattered", "_dep_keys", "dep_states", "status", "record", "exception",
         "cancel_reason", "priority", "submitted", "dropped", "listener", "_lock", "_waiters",
         "_dispatch_waiters", "_watched", "refcount", "spec", "__weakref__",
     )
@@ -105,14 +119,14 @@ class FutureState:
         self.key = key
         self.ref = ref
         self.scattered = not (task or held)  # ``task``: a Ray task makes the value
-        self.deps = deps  # dependency keys, for the graph and for safe cancelling
-        self.dep_states = dep_states  # their states while this one is pending (for phase())
+        self._dep_keys = deps  # None: the keys of ``dep_states`` (read from them while pending)
+        self.dep_states = dep_states  # the dependencies' states while this one is pending (for phase())
         self.status = Status.FINISHED if self.scattered else Status.PENDING
         self.record: TaskRecord | None = None
         self.exception: BaseException | None = None
         self.cancel_reason = None
         self.priority = priority
-        self.submitted = time.time()
+        self.submitted = _stamp()
         self.dropped = False
         self.listener = listener
         self._lock = _LOCKS[(id(self) >> 4) % len(_LOCKS)]
@@ -121,6 +135,12 @@ class FutureState:
         self._watched = False
         self.refcount = 0
         self.spec = None  # raydask.scheduling.TaskSpec while pending or failed: for retry, recreate
+
+    @property
+    def deps(self) -> tuple:
+        """The dependencies' keys, for the graph and for safe cancelling."""
+        keys = self._dep_keys
+        return keys if keys is not None else tuple(d.key for d in self.dep_states)
 
     @property
     def held(self) -> bool:
@@ -155,6 +175,8 @@ class FutureState:
             self.status, self.record, self.exception = status, record, exception
             waiters, self._waiters = self._waiters or [], None
             events, self._dispatch_waiters = self._dispatch_waiters or (), None
+        if self._dep_keys is None:
+            self._dep_keys = tuple(d.key for d in self.dep_states)
         self.dep_states = ()  # the graph keeps the keys; the states may go
         if status is Status.FINISHED or status is Status.CANCELLED:
             self.spec = None  # nothing to retry: its inputs (and their data) may go
@@ -304,8 +326,8 @@ class FutureState:
     def load_record(self, wait=WAIT):
         """The record of a task that ran (where, when, what it returned), None if unknown.
 
-        A finished task's record arrives with its receipt, a few tens of
-        milliseconds after the task ended (:mod:`raydask.receipts`), and is set
+        A finished task's record arrives with its receipt, a tenth of a
+        second or so after the task ended (:mod:`raydask.receipts`), and is set
         here then (the state claimed it when it settled); this waits up to
         ``wait`` seconds for it.
         """

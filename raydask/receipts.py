@@ -15,7 +15,7 @@ Why not a second return of the task, as before: each return costs the owner
 memory per 10,000 pending futures 1.29x raw Ray's with it).  The client learns
 *that* a task ended, and whether it failed, from the value's ref without
 fetching it (:func:`raycompat.on_ready`, :func:`raycompat.outcomes`); only the
-record arrives here, a few tens of milliseconds later.  A failed task's record
+record arrives here, a tenth of a second or so later.  A failed task's record
 travels with its exception (``_raydask_receipt``), as before.
 
 One store, one sink actor and one collecting thread per driver process and Ray
@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 
 import ray
 
@@ -43,7 +44,8 @@ __all__ = ["KEEP", "FLUSH", "WAIT", "Collector", "ReceiptSink", "STORE", "Store"
 
 logger = logging.getLogger("raydask")
 
-FLUSH = 0.02  # seconds a worker process gathers receipts before it sends them
+FLUSH = 0.1  # seconds a worker process gathers receipts before it sends them
+GATHER = 0.05  # seconds the sink gathers batches before it answers the client's long poll
 POLL = 30.0  # seconds one long poll of the sink lasts at most
 KEEP = 10_000  # records nobody claimed (and claims not met) the store keeps; the oldest go first
 WAIT = 3.0  # seconds a reader waits for a finished task's record before it does without
@@ -146,6 +148,8 @@ class ReceiptSink:
                 await asyncio.wait_for(event.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+            else:
+                await asyncio.sleep(GATHER)  # other workers' batches of the same moment come along
         event.clear()
         batches, self._batches = self._batches, []
         return batches
@@ -160,7 +164,8 @@ class Store:
 
     A finished task's state *claims* its record (:meth:`claim`): the record is
     set as the state's ``record`` when it arrives (at once if it is here) and
-    the state's ``listener`` (the dashboard's log) is told.  Records nobody
+    the state's ``listener`` (the dashboard's log) is told.  A claim does not
+    keep the state alive.  Records nobody
     claimed yet wait here, the last ``keep`` of them; so do claims whose record
     has not come (a worker that died at once takes it along).
     """
@@ -168,7 +173,7 @@ class Store:
     def __init__(self, keep: int = KEEP):
         self._cond = threading.Condition()
         self._records: dict = {}  # unclaimed: task id -> TaskRecord, oldest first
-        self._claims: dict = {}  # task id -> (holder, time.monotonic() of the claim), oldest first
+        self._claims: dict = {}  # task id -> (weakref to the holder, time.monotonic() of the claim)
         self.keep = keep
         self.collectors = 0  # running Collectors in this process: records are on their way
 
@@ -181,9 +186,11 @@ class Store:
                 claim = self._claims.pop(task_id, None)
                 if claim is None:
                     self._records[task_id] = record
-                else:
-                    claim[0].record = record
-                    told.append(claim[0])
+                    continue
+                holder = claim[0]()
+                if holder is not None:  # else its futures were dropped: nobody wants the record
+                    holder.record = record
+                    told.append(holder)
             _trim(self._records, self.keep)
             self._cond.notify_all()
         for holder in told:
@@ -199,7 +206,7 @@ class Store:
         with self._cond:
             record = self._records.pop(task_id, None)
             if record is None:
-                self._claims[task_id] = (holder, time.monotonic())
+                self._claims[task_id] = (weakref.ref(holder), time.monotonic())
                 _trim(self._claims, self.keep)
                 return
         holder.record = record
@@ -227,7 +234,8 @@ class Store:
         """
         start = time.monotonic()
         with self._cond:
-            while self.collectors and any(start - WAIT < t <= start for _, t in self._claims.values()):
+            while self.collectors and any(start - WAIT < t <= start and ref() is not None
+                                          for ref, t in self._claims.values()):
                 left = start + timeout - time.monotonic()
                 if left <= 0:
                     return False
