@@ -26,9 +26,10 @@ import weakref
 import ray
 import ray.exceptions
 
-from .raycompat import on_completed
+from .raycompat import on_completed, on_ready
 
-__all__ = ["LoopSignal", "LoopThread", "StartOnce", "Step", "dispatched", "get", "get_one", "in_loop", "run", "run_call"]
+__all__ = ["LoopSignal", "LoopThread", "StartOnce", "Step", "dispatched", "get", "get_one", "in_loop", "ready",
+           "run", "run_call"]
 
 
 def in_loop() -> bool:
@@ -178,15 +179,40 @@ class _Inbox:
 _inboxes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def ref_future(ref) -> asyncio.Future:
-    """An asyncio future of ``ref``'s value (or its Ray error), set through this loop's inbox."""
+def _inbox():
+    """The running loop and its :class:`_Inbox`."""
     loop = asyncio.get_running_loop()
     inbox = _inboxes.get(loop)
     if inbox is None:
         inbox = _inboxes[loop] = _Inbox(loop)
+    return loop, inbox
+
+
+def ref_future(ref) -> asyncio.Future:
+    """An asyncio future of ``ref``'s value (or its Ray error), set through this loop's inbox."""
+    loop, inbox = _inbox()
     future = loop.create_future()
     on_completed(ref, lambda value, future=future, inbox=inbox: inbox.deliver(future, value))
     return future
+
+
+def ready(ref, timeout=None) -> Step:
+    """Wait until ``ref``'s object exists, without fetching it: True, or False on timeout."""
+
+    def block():
+        done, _ = ray.wait([ref], timeout=timeout, fetch_local=False)
+        return bool(done)
+
+    async def wait():
+        loop, inbox = _inbox()
+        future = loop.create_future()
+        on_ready(ref, lambda future=future, inbox=inbox: inbox.deliver(future, True))
+        try:
+            return await _timed(future, timeout)
+        except ray.exceptions.GetTimeoutError:
+            return False
+
+    return Step(block, wait)
 
 
 def get(refs, timeout=None) -> Step:

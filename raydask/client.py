@@ -2,8 +2,8 @@
 
 ``client.submit(add, x, y)`` reads as a straight line: key and dedup
 (:mod:`keys`), argument packing (:mod:`scheduling`), one Ray task returning
-value and receipt, a :class:`Future` sharing the key's :class:`FutureState`,
-and, when somebody watches, a completion callback that settles it
+its value (its record travels apart: :mod:`receipts`), a :class:`Future`
+sharing the key's :class:`FutureState`, and, when somebody watches, a completion callback that settles it
 (:mod:`future`) and records an event (:mod:`events`) for progress and the
 dashboard.
 """
@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import ray
 import ray.exceptions
 
-from . import actor, arguments, datasets, limits, metadata, plugins, raycompat, structure, topics, versions
+from . import actor, arguments, datasets, limits, metadata, plugins, raycompat, receipts, structure, topics, versions
 from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
 from . import context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, cluster_logs, session_started, worker_table
@@ -46,7 +46,7 @@ from .uploads import install_upload
 from .messages import Listener
 from .scheduling import (
     LARGE_GRAPH_BYTES, Dispatcher, TaskSpec, arguments_nbytes, call_args, node_has,
-    node_resources, pack, placement_options, harvest, outcomes, refresh, run_on_nodes, task_options, warn_if_large,
+    node_resources, pack, placement_options, harvest, refresh, run_on_nodes, task_options, warn_if_large,
 )
 
 __all__ = [
@@ -126,6 +126,7 @@ class Client:
         self._stream_source = None  # the task stream's reader without a dashboard (raydask.task_stream)
         self._max_tasks = dashboard_max_tasks
         self._settler = None
+        self._sink = None  # the receipt sink of this process (raydask.receipts); none inside a task
         self._loop_thread = None  # runs Client.sync's coroutines for a synchronous client
         self._listener = None  # raydask.messages.Listener from the first task on (False inside a task)
         self._subscriber = None  # raydask.topics.Subscriber from the first subscribe_topic on
@@ -148,6 +149,8 @@ class Client:
             self.cluster._boot()  # an asynchronous LocalCluster handed over before it was awaited
         self._settler = Settler(name="raydask")
         try:
+            if not _context.in_task():
+                self._sink = self._dispatcher.sink = receipts.join()
             if dashboard_address is not None and not _context.in_task():
                 self._events = EventLog(max_tasks=dashboard_max_tasks)
                 self._start_dashboard(dashboard_address)
@@ -284,6 +287,8 @@ class Client:
             self._dashboard.stop()
         if self._settler is not None:
             self._settler.close()
+        if self._sink is not None:
+            receipts.leave(self._sink)
         if self._owns_cluster or isinstance(self.cluster, RayCluster):
             self.cluster.close()
         self.status_enum = ClientStatus.CLOSED
@@ -460,28 +465,28 @@ class Client:
         # the user's own key names the Ray task (get_worker().get_current_task() reads it)
         if named:
             name = key if type(key) is str else str(key)
-        dep_keys = tuple(d.key for d in deps)
         if deps and any(d.status is Status.CANCELLED for d in deps):
-            return self._lost_dependencies(key, dep_keys, priority)
+            return self._lost_dependencies(key, tuple(d.key for d in deps), priority)
         gate = self._gate
         if gate is None and priority is not None:
             gate = self._start_gate()
+        deps = tuple(deps)
         if gate is None:  # the default path (no priority= seen yet) is just this
-            ref, receipt = self._dispatcher.submit(func, packed, refs, options, name)
-            state = FutureState(key, ref, receipt, dep_keys, tuple(deps), priority)
+            ref = self._dispatcher.submit(func, packed, refs, options, name)
+            state = FutureState(key, ref, True, None, deps, priority)  # keys read off ``deps``
         else:
-            state = FutureState(key, None, None, dep_keys, tuple(deps), priority, held=True)
+            state = FutureState(key, None, True, None, deps, priority, held=True)
         state.spec = TaskSpec(func, packed, args, deps, options, name)  # for retry and recreate_*_locally
         with self._lock:
             self._states[key] = state
         events = self._events
         if events is not None:
-            # the log listens to the state; the dashboard collects finished receipts
+            # the log listens to the state; the dashboard settles ended tasks
             # in batches (raydask.dashboard.collect): no per-task completion callback
             events.add(state)
             if events.crowded:  # full of tasks dropped before anyone saw them end: look now
                 events.crowded = False
-                harvest({st.receipt: st for st in events.dropped_pending()}, timeout=0)
+                harvest({st.ref: st for st in events.dropped_pending()}, timeout=0)
         if gate is not None:
             dispatcher = self._dispatcher
 
@@ -518,7 +523,7 @@ class Client:
         stopped (RAY-NOTES), or fail it with ``TaskCancelledError`` later.  The
         key is not kept, so a later submit of the same call, with fresh inputs, runs.
         """
-        state = FutureState(key, None, None, dep_keys, (), priority, held=True)
+        state = FutureState(key, None, True, dep_keys, (), priority, held=True)
         state.cancel("lost dependencies")
         return state
 
@@ -736,8 +741,8 @@ class Client:
     def _fetch(self, states, errors):
         """Steps to ``({key: value}, {bad keys})`` for ``states``, in one Ray call where possible.
 
-        Fetching settles the states too (one more local call for the small
-        receipts), so ``status`` and the dashboard know a gathered task ended.
+        Fetching settles the states too, so ``status`` and the dashboard know a
+        gathered task ended.
         """
         held = [st for st in states if st.ref is None]
         if held:  # held by the priority gate: wait until they are Ray tasks
@@ -765,7 +770,7 @@ class Client:
                 values[st.key] = yield get_one(st.ref)
             except ray.exceptions.RayError as err:
                 bad.add(st.key)
-                notify(st.settle_from_receipt(err), st)
+                notify(st.settle_from_outcome(err), st)
         _settle([st for st in live if st.key not in bad])
         return values, bad
 
@@ -811,7 +816,7 @@ class Client:
         if state is None:
             now = time.time()
             ref = ray.put(value)
-            state = FutureState(key, ref, None)
+            state = FutureState(key, ref, False)
             state.record = TaskRecord(typename(type(value)), sizeof(value), now, now,
                                       ray.get_runtime_context().get_node_id(), os.getpid())
             with self._lock:
@@ -913,9 +918,8 @@ class Client:
                     grew = True
         for st in order:
             spec = st.spec
-            ref, receipt = self._dispatcher.submit(spec.func, spec.packed, spec.top_level(), spec.options,
-                                                   spec.name)
-            st.retried(ref, receipt)
+            st.retried(self._dispatcher.submit(spec.func, spec.packed, spec.top_level(), spec.options,
+                                               spec.name))
 
     # -- metadata shared by the cluster (raydask.metadata) -----------------------------
     def set_metadata(self, key, value):
@@ -1191,13 +1195,11 @@ class Client:
 
     def _force_later(self, states) -> None:
         """Kill the worker processes of ``states``' tasks still running after the grace period."""
-        receipts = [st.receipt for st in states]
+        refs = [st.ref for st in states]
 
         def run():
-            ready, running = ray.wait(receipts, num_returns=len(receipts), timeout=FORCE_GRACE,
-                                      fetch_local=False)
-            for receipt in running:
-                ref = next(st.ref for st in states if st.receipt is receipt)
+            ready, running = ray.wait(refs, num_returns=len(refs), timeout=FORCE_GRACE, fetch_local=False)
+            for ref in running:
                 try:
                     ray.cancel(ref, force=True, recursive=False)
                 except Exception:  # noqa: BLE001 - ended meanwhile
@@ -1321,7 +1323,7 @@ class Client:
         for st in states:
             record = st.load_record() if st.key in wanted else st.record
             facts[st.key] = story.Facts(st.key, st.submitted, st.phase(), record,
-                                        st.receipt is None and st.ref is not None)
+                                        st.scattered)
         addresses = {w["node_id"]: w["address"] for w in worker_table()}
         return story.records(facts.values(), keys_or_stimuli, addresses)
 
@@ -1726,7 +1728,7 @@ class Client:
             states = list(self._states.values())
         gate = self._gate
         held = {st.key for st in states if gate is not None and gate.discard(st)}  # never Ray tasks
-        stoppable = {st.key for st in states if st.key not in held and st.receipt is not None
+        stoppable = {st.key for st in states if st.key not in held and st.ref is not None
                      and st.status is Status.PENDING and self._safe_to_cancel(st)}
         with self._lock:
             self._states.clear()
@@ -1889,6 +1891,8 @@ class Client:
         for thread in threads:
             thread.join(timeout=FORCE_GRACE + 5)
         self._settler.close()
+        if self._sink is not None:
+            receipts.leave(self._sink)
         if self._listener:
             self._listener.close()
         if self._subscriber is not None:
@@ -1952,35 +1956,27 @@ def _failed(state) -> bool:
     """Whether ``state``'s task is known to have failed; settles it if so."""
     if state.status in (Status.ERROR, Status.LOST):
         return True
-    if state.receipt is None:
+    if state.ref is None or state.status is not Status.PENDING:
         return False
-    ready, _ = ray.wait([state.receipt], timeout=0, fetch_local=False)
+    ready, _ = ray.wait([state.ref], timeout=0, fetch_local=False)
     if not ready:
         return False
-    try:
-        ray.get(state.receipt)
+    error = raycompat.outcomes(ready)[0]
+    if error is None:
         return False
-    except ray.exceptions.RayError as err:
-        notify(state.settle_from_receipt(err), state)
-        return True
+    notify(state.settle_from_outcome(error), state)
+    return True
 
 
 def _settle(states) -> None:
     """Settle pending ``states`` whose values were fetched: their tasks finished.
 
-    With the dashboard's log listening, from their receipts (one Ray call for all:
-    where and when they ran); without it the receipts are read only if asked for
-    (``FutureState.load_record``): reading them cost 5-8 % of gather's throughput.
+    Their records (where and when they ran) arrive with their receipts
+    (:mod:`raydask.receipts`), read if asked for (``FutureState.load_record``).
     """
-    pending = [st for st in states if st.status is Status.PENDING and st.receipt is not None]
-    if not pending:
-        return
-    if not any(st.listener is not None for st in pending):
-        for st in pending:
+    for st in states:
+        if st.status is Status.PENDING and st.ref is not None:
             notify(st.settle(Status.FINISHED), st)
-        return
-    for st, value in zip(pending, outcomes([st.receipt for st in pending])):
-        notify(st.settle_from_receipt(value), st)
 
 
 def futures_of(obj, client=None) -> list:

@@ -239,7 +239,7 @@ def _adopt(client, key, ref):
     with client._lock:
         state = client._states.get(key)
         if state is None:
-            state = client._states[key] = FutureState(key, ref, None)
+            state = client._states[key] = FutureState(key, ref, False)
             if client._events is not None:
                 client._events.add(state)
     return Future(state, client)

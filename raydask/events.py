@@ -11,7 +11,11 @@ changed since its last look.
 Bounded: past ``max_tasks`` keys the oldest frozen rows are forgotten, a tenth
 at once; live states are the client's own and stay.  A task whose futures were
 dropped before it ended stays live until somebody learns how it ended (the
-dashboard's collector, or the client's sweep of such tasks).  Nothing here
+dashboard's collector, or the client's sweep of such tasks).
+
+A finished task's record (where and when it ran) arrives a little after the
+task ended (:mod:`raydask.receipts`) and is a change of its state too: the key
+is stamped again, and a released task's row freezes only then.  Nothing here
 talks to Ray.
 """
 
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 
 from .future import FutureState, Status
 from .keys import key_split
+from .receipts import STORE, WAIT, task_id_of
 from .records import TaskRecord
 
 __all__ = ["EventLog", "TaskEvent", "TaskRecord"]
@@ -73,12 +78,15 @@ def _error_text(exc) -> str | None:
 def _task_id(state) -> bytes | None:
     """The Ray task id of an ended task (asked of its value's ref), else None."""
     ref = state.ref
-    if state.record is None or state.receipt is None or ref is None or ref is _RECORDED:
+    if state.record is None or state.scattered or ref is None or ref is _RECORDED:
         return None
-    try:
-        return ref.task_id().binary()
-    except Exception:  # noqa: BLE001 - a ref of another kind: no task to ask Ray about
-        return None
+    return task_id_of(ref)
+
+
+def _awaits_record(state) -> bool:
+    """A finished task whose record has not arrived yet (it will tell its listener)."""
+    return (state.record is None and state.status is Status.FINISHED and not state.scattered
+            and state.ref is not None and state.ref is not _RECORDED)
 
 
 def view(state, slot) -> TaskEvent:
@@ -88,7 +96,7 @@ def view(state, slot) -> TaskEvent:
         state.key, key_split(state.key), state.deps, state.submitted, state.phase(), state.priority or 0,
         state.record, _error_text(state.exception) if erred else None,
         slot.seq, slot.created, _task_id(state),
-        state.receipt is None and state.ref is not None and state.ref is not _RECORDED,
+        state.scattered,
     )
 
 
@@ -112,6 +120,7 @@ class EventLog:
         self._evict_at = max_tasks
         self.crowded = False  # set when eviction found too few released keys to forget
         self.started = time.time()
+        self._changed = self.changed
 
     @property
     def cursor(self) -> int:
@@ -132,7 +141,7 @@ class EventLog:
             for dep in state.dep_states:
                 if dep.status is Status.PENDING and dep.key in self._slots:
                     self._dependents.setdefault(dep.key, []).append(key)
-            state.listener = self.changed
+            state.listener = self._changed  # one bound method for every state (64 B each otherwise)
             if len(self._slots) > self._evict_at:
                 self._evict()
         if state.status is not Status.PENDING and state.dropped:
@@ -152,12 +161,22 @@ class EventLog:
                     if dep_slot is not None:
                         self._seq += 1
                         dep_slot.seq = self._seq
-                if state.dropped:  # nobody holds it and it ended: keep a small row only
+                # nobody holds it and it ended: keep a small row only, once its record came
+                # (the state tells us again then; until then the log keeps it)
+                if state.dropped and not _awaits_record(state):
                     slot.obj = view(state, slot)
                     state.listener = None
                     self._released += 1
                     if len(self._slots) > self._evict_at:
                         self._evict()
+
+    def await_records(self, timeout: float = WAIT) -> bool:
+        """Wait until the records of the tasks that ended so far arrived (True), or ``timeout`` s.
+
+        What reads records as a whole (the task stream) calls it, so a task that
+        ended a moment ago is in it with where and when it ran.
+        """
+        return STORE.settled(timeout)
 
     def _evict(self) -> None:
         """Forget the oldest released keys, down to 90 % of ``max_tasks`` (hold the lock).
@@ -183,14 +202,14 @@ class EventLog:
         with self._lock:
             return [s.obj for s in self._slots.values()
                     if type(s.obj) is not TaskEvent and s.obj.status is Status.PENDING
-                    and s.obj.receipt is not None and s.obj.receipt is not _RECORDED]
+                    and s.obj.ref is not None and s.obj.ref is not _RECORDED]
 
     def dropped_pending(self) -> list:
         """Pending states the client already let go of (only the log still follows them)."""
         with self._lock:
             return [s.obj for s in self._slots.values()
                     if type(s.obj) is not TaskEvent and s.obj.dropped and s.obj.status is Status.PENDING
-                    and s.obj.receipt is not None and s.obj.receipt is not _RECORDED]
+                    and s.obj.ref is not None and s.obj.ref is not _RECORDED]
 
     def snapshot(self, since: int = 0) -> tuple[int, list[TaskEvent]]:
         """``(cursor, events changed after `since`)``; oldest change first when ``since`` > 0."""
@@ -227,7 +246,7 @@ class EventLog:
         with self._lock:
             dep_states = tuple(s.obj for d in deps if (s := self._slots.get(d)) is not None
                                and type(s.obj) is not TaskEvent)
-        self.add(FutureState(key, _RECORDED, _RECORDED, tuple(deps), dep_states, priority))
+        self.add(FutureState(key, _RECORDED, True, tuple(deps), dep_states, priority))
 
     def _live(self, key):
         with self._lock:

@@ -2,10 +2,10 @@
 
 Data flow for one key::
 
-    submit ──> FutureState(ref, receipt) ──> Ray runs the task, returns (value, receipt)
+    submit ──> FutureState(ref) ──> Ray runs the task, stores its value (or its error)
                     │                                          │
-                    │   raycompat.on_completed (Ray's thread)  │
-                    └───── state.settle(): status, record <────┘
+                    │   raycompat.on_ready (Ray's thread)      │
+                    └───── state.settle(): status <────────────┘
                                   │
                                   ├─ quick waiters, right there (as_completed, wait,
                                   │  progress, events): a short lock and a notify
@@ -13,11 +13,13 @@ Data flow for one key::
                                   ▼
                     raydask-callbacks thread: user add_done_callback functions
 
-Every task returns two objects: its value and a small *receipt* (result type and
-size, where and when it ran).  Status questions are answered from the receipt, so
-the value never travels to the client unless the user asks for it.  Completion
-callbacks are registered only for futures somebody waits on, so plain
-``submit`` + ``gather`` pays nothing for them.
+A task returns one object, its value.  Status questions are answered from the
+value's ref without fetching it (:func:`raycompat.outcomes`: Ray stores a task's
+error inline, marked in the object's metadata), so the value never travels to
+the client unless the user asks for it.  Where and when the task ran, and what
+it returned, arrive separately as its record (:mod:`raydask.receipts`).
+Completion callbacks are registered only for futures somebody waits on, so
+plain ``submit`` + ``gather`` pays nothing for them.
 """
 
 from __future__ import annotations
@@ -32,20 +34,21 @@ import ray.exceptions
 
 from .context import current_client
 from .errors import FutureCancelledError, fresh, task_traceback, unwrap
-from .raycompat import on_completed
-from .records import TaskRecord, as_record
-from .awaiting import dispatched, get_one, in_loop, run
+from .raycompat import on_ready, outcomes, failed
+from .receipts import STORE, WAIT, task_id_of
+from .records import TaskRecord
+from .awaiting import dispatched, get_one, in_loop, ready, run
 from .keys import parse_timedelta, tokenizing, typename  # at module level: result() is on the hot path
 
-__all__ = ["Future", "FutureState", "Status", "quick", "read_record", "resolve_type"]
+__all__ = ["Future", "FutureState", "Status", "quick", "resolve_type"]
 
 
 def quick(fn):
     """Mark a waiter as safe to run on Ray's callback thread.
 
     A quick waiter only takes short locks, appends, notifies or queues: it never
-    blocks, calls Ray or runs user code (RAY-NOTES).  Running it where the receipt
-    arrives saves a hop through the settler thread for every watched future
+    blocks, calls Ray or runs user code (RAY-NOTES).  Running it where Ray's
+    ready callback lands saves a hop through the settler thread for every watched future
     (measured: about a tenth of ``as_completed``'s client CPU).  Unmarked waiters
     run on the settler thread.
     """
@@ -67,15 +70,35 @@ class Status(enum.Enum):
     LOST = "lost"
 
 
+_last_stamp = [0.0]
+
+
+def _stamp() -> float:
+    """``time.time()``, the same float object for a millisecond: a pending task's submit
+    time then costs it nothing (24 bytes each otherwise)."""
+    now = time.time()
+    last = _last_stamp[0]
+    if now - last < 0.001:
+        return last
+    _last_stamp[0] = now
+    return now
+
+
+#: Locks the states share, picked by identity: a lock of its own cost each pending task
+#: 88 bytes, and a state holds its lock only for a few assignments, never calling out.
+_LOCKS = tuple(threading.Lock() for _ in range(64))
+
+
 class FutureState:
     """The one state of one task: what every Future of its key, the priority gate,
     ``wait``/``as_completed``/``progress`` and the dashboard's log read.
 
     Stored facts, each written in one method:
 
-    - ``ref``/``receipt``: the Ray refs, None while the priority gate holds the task
-      (it is not a Ray task yet); set once by :meth:`dispatched` (anew by
+    - ``ref``: the Ray ref of the value, None while the priority gate holds the
+      task (it is not a Ray task yet); set once by :meth:`dispatched` (anew by
       :meth:`retried`, when a failed task runs again).
+    - ``scattered``: data the client put into the object store (no task; finished from birth).
     - ``status``: the outcome, PENDING until :meth:`settle` records it once
       (:meth:`retried` makes a failed task PENDING again).
     - ``dropped``: the client let go of its last Future (:meth:`drop`).
@@ -87,31 +110,37 @@ class FutureState:
     """
 
     __slots__ = (
-        "key", "ref", "receipt", "deps", "dep_states", "status", "record", "exception",
+        "key", "ref", "scattered", "_dep_keys", "dep_states", "status", "record", "exception",
         "cancel_reason", "priority", "submitted", "dropped", "listener", "_lock", "_waiters",
         "_dispatch_waiters", "_watched", "refcount", "spec", "__weakref__",
     )
 
-    def __init__(self, key, ref, receipt, deps=(), dep_states=(), priority=0, listener=None, held=False):
+    def __init__(self, key, ref, task=True, deps=(), dep_states=(), priority=0, listener=None, held=False):
         self.key = key
         self.ref = ref
-        self.receipt = receipt  # None for scattered data (finished from birth) and held tasks
-        self.deps = deps  # dependency keys, for the graph and for safe cancelling
-        self.dep_states = dep_states  # their states while this one is pending (for phase())
-        self.status = Status.PENDING if (receipt is not None or held) else Status.FINISHED
+        self.scattered = not (task or held)  # ``task``: a Ray task makes the value
+        self._dep_keys = deps  # None: the keys of ``dep_states`` (read from them while pending)
+        self.dep_states = dep_states  # the dependencies' states while this one is pending (for phase())
+        self.status = Status.FINISHED if self.scattered else Status.PENDING
         self.record: TaskRecord | None = None
         self.exception: BaseException | None = None
         self.cancel_reason = None
         self.priority = priority
-        self.submitted = time.time()
+        self.submitted = _stamp()
         self.dropped = False
         self.listener = listener
-        self._lock = threading.Lock()
-        self._waiters: list | None = []
+        self._lock = _LOCKS[(id(self) >> 4) % len(_LOCKS)]
+        self._waiters: tuple | list | None = ()  # () none yet, None once settled
         self._dispatch_waiters: list | None = None
         self._watched = False
         self.refcount = 0
         self.spec = None  # raydask.scheduling.TaskSpec while pending or failed: for retry, recreate
+
+    @property
+    def deps(self) -> tuple:
+        """The dependencies' keys, for the graph and for safe cancelling."""
+        keys = self._dep_keys
+        return keys if keys is not None else tuple(d.key for d in self.dep_states)
 
     @property
     def held(self) -> bool:
@@ -119,18 +148,18 @@ class FutureState:
         return self.ref is None and self.status is Status.PENDING
 
     # -- the places state changes -------------------------------------------------------
-    def dispatched(self, ref, receipt, settler=None) -> None:
-        """The gate handed the task to Ray: record its refs, wake whoever waits for them."""
+    def dispatched(self, ref, settler=None) -> None:
+        """The gate handed the task to Ray: record its ref, wake whoever waits for it."""
         with self._lock:
             if self.ref is not None:
                 return
-            self.ref, self.receipt = ref, receipt
+            self.ref = ref
             events, self._dispatch_waiters = self._dispatch_waiters or (), None
             watch = self._watched
         for event in events:
             event.set()
         if watch and settler is not None and self.status is Status.PENDING:
-            on_completed(receipt, lambda result, state=self: settler.arrived(state, result))
+            on_ready(ref, lambda state=self: settler.arrived(state))
         listener = self.listener
         if listener is not None:
             listener(self)
@@ -146,9 +175,15 @@ class FutureState:
             self.status, self.record, self.exception = status, record, exception
             waiters, self._waiters = self._waiters or [], None
             events, self._dispatch_waiters = self._dispatch_waiters or (), None
+        if self._dep_keys is None:
+            self._dep_keys = tuple(d.key for d in self.dep_states)
         self.dep_states = ()  # the graph keeps the keys; the states may go
         if status is Status.FINISHED or status is Status.CANCELLED:
             self.spec = None  # nothing to retry: its inputs (and their data) may go
+        if record is None and status is Status.FINISHED and not self.scattered:
+            task_id = task_id_of(self.ref)
+            if task_id is not None:  # where and when it ran follows (raydask.receipts)
+                STORE.claim(task_id, self)
         for event in events:  # settled while held (cancelled): nobody waits for refs any more
             event.set()
         listener = self.listener
@@ -156,17 +191,17 @@ class FutureState:
             listener(self)
         return waiters
 
-    def retried(self, ref, receipt) -> bool:
-        """The failed task runs again (``Future.retry``) under new refs: pending once more.
+    def retried(self, ref) -> bool:
+        """The failed task runs again (``Future.retry``) under a new ref: pending once more.
 
         False (and no change) unless it had failed.
         """
         with self._lock:
             if self.status is not Status.ERROR and self.status is not Status.LOST:
                 return False
-            self.ref, self.receipt = ref, receipt
+            self.ref = ref
             self.status, self.record, self.exception = Status.PENDING, None, None
-            self._waiters, self._watched = [], False
+            self._waiters, self._watched = (), False
         listener = self.listener
         if listener is not None:
             listener(self)
@@ -180,22 +215,20 @@ class FutureState:
         if listener is not None:
             listener(self)
 
-    def settle_from_receipt(self, receipt) -> list:
-        """Settle from what the receipt ref resolved to, or from the error the value's ref raised."""
-        record = as_record(receipt)
-        if record is not None:
-            return self.settle(Status.FINISHED, record)
-        if isinstance(receipt, ray.exceptions.TaskCancelledError):
+    def settle_from_outcome(self, error=None) -> list:
+        """Settle from how the task ended: ``error`` is what getting its value raised, None if it
+        holds a value (:func:`raycompat.outcomes`)."""
+        if error is None:
+            return self.settle(Status.FINISHED)
+        if isinstance(error, ray.exceptions.TaskCancelledError):
             return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, self.cancel_reason))
-        if isinstance(receipt, (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)):
-            return self.settle(Status.LOST, exception=unwrap(receipt, self.key, ref=self.ref))
-        if isinstance(receipt, BaseException):
-            exc = unwrap(receipt, self.key, ref=self.ref)
-            # the task wrapper attaches where and when it failed (the dashboard's task stream)
-            where = getattr(exc, "_raydask_receipt", None)
-            record = TaskRecord(*where) if isinstance(where, tuple) and len(where) == 6 else None
-            return self.settle(Status.ERROR, record, exception=exc)
-        return self.settle(Status.FINISHED)
+        if isinstance(error, (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)):
+            return self.settle(Status.LOST, exception=unwrap(error, self.key, ref=self.ref))
+        exc = unwrap(error, self.key, ref=self.ref)
+        # the task wrapper attaches where and when it failed (the dashboard's task stream)
+        where = getattr(exc, "_raydask_receipt", None)
+        record = TaskRecord(*where) if isinstance(where, tuple) and len(where) == 6 else None
+        return self.settle(Status.ERROR, record, exception=exc)
 
     def cancel(self, reason=None, msg=None) -> list:
         self.cancel_reason = reason
@@ -244,7 +277,10 @@ class FutureState:
         with self._lock:
             if self._waiters is None:
                 return False
-            self._waiters.append(fn)
+            if self._waiters:
+                self._waiters.append(fn)
+            else:
+                self._waiters = [fn]
             return True
 
     def waited(self) -> bool:
@@ -257,7 +293,7 @@ class FutureState:
                 self._waiters.remove(fn)
 
     def watch(self, settler) -> None:
-        """Ask Ray to tell ``settler`` when the receipt is ready (once per state).
+        """Ask Ray to tell ``settler`` when the value (or error) exists (once per state).
 
         A held task is watched from the moment it is dispatched.
         """
@@ -265,59 +301,41 @@ class FutureState:
             if self._watched or self.status is not Status.PENDING:
                 return
             self._watched = True
-            receipt = self.receipt
-        if receipt is not None:
-            on_completed(receipt, lambda result, state=self: settler.arrived(state, result))
+            ref = self.ref
+        if ref is not None:
+            on_ready(ref, lambda state=self: settler.arrived(state))
 
     def poll(self) -> list:
-        """Settle now if the task has ended (one local, non-blocking Ray call)."""
-        if self.status is not Status.PENDING or self.receipt is None:
+        """Settle now if the task has ended (local, non-blocking Ray calls)."""
+        if self.status is not Status.PENDING or self.ref is None:
             return []
-        ready, _ = ray.wait([self.receipt], timeout=0, fetch_local=False)
+        ready, _ = ray.wait([self.ref], timeout=0, fetch_local=False)
         if not ready:
             return []
-        try:
-            value = ray.get(self.receipt)
-        except Exception as exc:  # noqa: BLE001 - the task's failure is the answer
-            value = exc
-        return self.settle_from_receipt(value)
+        return self.settle_from_outcome(outcomes(ready)[0])
 
     def finish_from_value(self) -> None:
         """The value's ref resolved (``result``/``gather`` fetched it): the task finished.
 
-        ``status``, ``done()`` and the dashboard stop asking Ray about it.  With a
-        listener (the dashboard's log) the receipt is read now, for where and when
-        it ran; without one that costs a Ray call per task for nothing (measured:
-        5-8 % of ``gather``'s throughput), so :meth:`load_record` reads it if asked.
+        ``status``, ``done()`` and the dashboard stop asking Ray about it; the
+        record comes with the receipt (:meth:`load_record`).
         """
-        if self.status is not Status.PENDING or self.receipt is None:
-            return
-        if self.listener is None:
+        if self.status is Status.PENDING and self.ref is not None:
             notify(self.settle(Status.FINISHED), self)
-            return
-        try:
-            value = ray.get(self.receipt, timeout=10)
-        except Exception as exc:  # noqa: BLE001
-            value = exc
-        notify(self.settle_from_receipt(value), self)
 
-    def load_record(self):
-        """The receipt of a finished task, read from Ray the first time it is asked for.
+    def load_record(self, wait=WAIT):
+        """The record of a task that ran (where, when, what it returned), None if unknown.
 
-        A task settled from its fetched value has none yet (:meth:`finish_from_value`);
-        filling it in is a cache of a stored fact, not a change of state.
+        A finished task's record arrives with its receipt, a tenth of a
+        second or so after the task ended (:mod:`raydask.receipts`), and is set
+        here then (the state claimed it when it settled); this waits up to
+        ``wait`` seconds for it.
         """
-        if self.record is None and self.status is Status.FINISHED and self.receipt is not None:
-            self.record = read_record(self.receipt)
+        if self.record is None and self.status is Status.FINISHED and not self.scattered:
+            task_id = task_id_of(self.ref)
+            if task_id is not None:
+                STORE.wait(task_id, self, wait)
         return self.record
-
-
-def read_record(receipt):
-    """The :class:`TaskRecord` of an ended task's receipt ref; None if the task failed or it is gone."""
-    try:
-        return as_record(ray.get(receipt, timeout=10))
-    except Exception:  # noqa: BLE001 - a failed task's receipt is its error
-        return None
 
 
 class Settler:
@@ -341,16 +359,18 @@ class Settler:
         for t in self._threads:
             t.start()
 
-    def arrived(self, state, result) -> None:
-        """A receipt arrived (called on Ray's callback thread): settle, notify quick waiters.
+    def arrived(self, state) -> None:
+        """A task's value or error exists (called on Ray's callback thread): settle, notify
+        quick waiters.
 
-        Failures are settled on the settler thread: unpacking a remote traceback
-        is slower, and the common case should not wait behind it.
+        Failures are settled on the settler thread: getting the error and
+        unpacking its remote traceback is slower, and the common case should not
+        wait behind it.
         """
-        if isinstance(result, BaseException):
-            self._queue.put((self._settle, (state, result)))
+        if failed([state.ref])[0]:
+            self._queue.put((self._settle, (state,)))
             return
-        waiters = state.settle_from_receipt(result)
+        waiters = state.settle(Status.FINISHED)
         slow = [w for w in waiters if not _is_quick(w)]
         for waiter in waiters:
             if not slow or _is_quick(waiter):
@@ -363,8 +383,8 @@ class Settler:
         self._user_queue.put((fn, args))
 
     @staticmethod
-    def _settle(state, result):
-        for waiter in state.settle_from_receipt(result):
+    def _settle(state):
+        for waiter in state.settle_from_outcome(outcomes([state.ref])[0]):
             waiter(state)
 
     @staticmethod
@@ -571,7 +591,7 @@ class Future:
             return str, (f"<Future {st.key!r}>",)
         if st.ref is None:  # held: a task can only receive it once it is a Ray task
             st.wait_dispatched()
-        return _rebuild_future, (st.key, st.ref, st.receipt)
+        return _rebuild_future, (st.key, st.ref, not st.scattered)
 
     # -- reprs ------------------------------------------------------------------------
     def __repr__(self):
@@ -609,10 +629,9 @@ def _result_steps(st, timeout):
     except ray.exceptions.GetTimeoutError:
         raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
     except ray.exceptions.RayError as err:
-        # The value's failure is the task's.  Settle now: Ray may store the
-        # receipt's copy of the error a moment later, and ``status`` must not
+        # The value's failure is the task's.  Settle now: ``status`` must not
         # say "pending" after ``result()`` raised.
-        notify(st.settle_from_receipt(err), st)
+        notify(st.settle_from_outcome(err), st)
         if st.status is not Status.FINISHED and st.exception is not None:
             raise fresh(st.exception) from None
         raise unwrap(err, st.key, ref=st.ref) from None
@@ -627,13 +646,9 @@ def _exception_steps(st, timeout):
         if st.ref is None:
             limit = yield from _dispatched_within(st, limit, timeout)
         if st.status is Status.PENDING:
-            try:
-                value = yield get_one(st.receipt, limit)
-            except ray.exceptions.GetTimeoutError:
-                raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}") from None
-            except Exception as exc:  # noqa: BLE001 - the task's failure is the answer
-                value = exc
-            notify(st.settle_from_receipt(value), st)
+            if not (yield ready(st.ref, limit)):
+                raise TimeoutError(f"Future {st.key!r} did not finish within {timeout!r}")
+            notify(st.settle_from_outcome(outcomes([st.ref])[0]), st)
     return st.exception if st.status in (Status.ERROR, Status.LOST) else None
 
 
@@ -703,5 +718,5 @@ def _import_type(name: str):
     return None
 
 
-def _rebuild_future(key, ref, receipt):
-    return Future(FutureState(key, ref, receipt), client=None)
+def _rebuild_future(key, ref, task):
+    return Future(FutureState(key, ref, task), client=None)

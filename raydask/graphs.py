@@ -9,7 +9,7 @@ Dask's default scheduler — ``dask.compute``/``collection.compute()`` all end i
         ──► a Future per key (Dask's key, e.g. ('sum-…', 0, 1)), dependencies as
             top-level ObjectRefs: Ray moves intermediate data worker to worker
 
-Every graph task is an ordinary raydask task (its receipt, the dashboard, the
+Every graph task is an ordinary raydask task (its record, the dashboard, the
 priority gate, ``retries=``/``resources=``/``workers=`` all apply); a key the
 client already holds — a persisted chunk, a Future placed into a graph with
 ``delayed(f)(future)`` or ``dd.from_delayed(futures)`` — is reused, not rerun.
@@ -202,8 +202,8 @@ def _alias(client, key, target: Future, options, priority, fifo_timeout) -> Futu
     ``target`` is a Ray task already, else a task that passes the value on."""
     st = target._state
     if st.ref is not None:
-        state = FutureState(key, st.ref, st.receipt, (st.key,), (st,), st.priority)
-        if st.receipt is None:  # scattered data: finished from birth, record and all
+        state = FutureState(key, st.ref, not st.scattered, (st.key,), (st,), st.priority)
+        if st.scattered:  # scattered data: finished from birth, record and all
             state.record = st.record
         with client._lock:
             client._states.setdefault(key, state)

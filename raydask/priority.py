@@ -14,8 +14,8 @@ only when the :class:`Gate` releases it::
           ┌────────────────────────────────────────────────────────────────┘
           ▼  while the tasks in flight fit in the window (see below)
     released: packed and submitted to Ray (the same direct path as any task);
-          │   state.dispatched(ref, receipt) wakes result(), wait(), pickling...
-          │   the raydask-gate thread waits on the oldest released receipts, a batch
+          │   state.dispatched(ref) wakes result(), wait(), pickling...
+          │   the raydask-gate thread waits on the oldest released tasks, a batch
           │   of endings at a time, and settles the states somebody waits on
           ▼
     ended: the slot frees, dependents may become ready, release more
@@ -32,7 +32,7 @@ flight.  raydask does the same per resource, from ``ray.cluster_resources()``
 it for short tasks: a released task needs a round trip ``r`` (the gate thread's
 wait, dispatch, Ray's lease; :data:`ROUND_TRIP`) before the next one starts
 in its slot, so with tasks of duration ``d`` (measured: a moving average of the
-receipts' run times) the window is ``ceil(CPUs x 1.1 x (1 + r/d))``, at most 64
+records' run times, :mod:`raydask.receipts`) the window is ``ceil(CPUs x 1.1 x (1 + r/d))``, at most 64
 x CPUs.  Long tasks (``d >> r``) get Dask's window and start strictly by
 priority; no-op tasks are not throttled to three in flight on two CPUs.  ``r``
 is a constant on purpose: measured from dispatch to start it would include the
@@ -64,8 +64,9 @@ import time
 import ray
 
 from .errors import CancelledError
-from .future import Status, notify, read_record
-from .scheduling import outcomes
+from .future import Status, notify
+from .raycompat import outcomes
+from .receipts import STORE, task_id_of
 
 __all__ = ["Gate", "SATURATION"]
 
@@ -82,7 +83,7 @@ ROUND_TRIP = 0.003
 TICK = 0.05
 #: How many of the oldest released tasks the gate's thread waits on (see ``Gate._watch``).
 WATCHED = 16
-#: Seconds between two receipts the gate's thread reads to learn how long tasks take.
+#: Seconds between two records the gate's thread reads to learn how long tasks take.
 SAMPLE = 0.01
 #: Weight of the newest sample in the moving average of task durations.
 ALPHA = 0.2
@@ -101,7 +102,7 @@ class _Entry:
 
     def __init__(self, state, dispatch, priority, generation, seq, demand):
         self.state = state
-        self.dispatch = dispatch  # () -> (ref, receipt): packs and submits the task
+        self.dispatch = dispatch  # () -> ref: packs and submits the task
         self.priority = priority
         self.generation = generation
         self.seq = seq
@@ -141,7 +142,7 @@ class Gate:
         self._last_submit = 0.0
         self._duration = None  # moving average of task durations (s)
         self._closed = False
-        self._running: dict = {}  # receipt ref -> released entry, until Ray's task ended
+        self._running: dict = {}  # value ref -> released entry, until Ray's task ended
         self._wake = threading.Condition(self._lock)
         self._refresh(time.monotonic())
         self._thread = threading.Thread(target=self._watch, name="raydask-gate", daemon=True)
@@ -254,7 +255,7 @@ class Gate:
     def _release(self, entry) -> None:
         state = entry.state
         try:
-            ref, receipt = entry.dispatch()
+            ref = entry.dispatch()
         except CancelledError as exc:  # an input was cancelled while this one was held
             notify(state.settle(Status.CANCELLED, exception=exc), state)
             self._ended(entry)
@@ -264,11 +265,11 @@ class Gate:
             self._ended(entry)
             return
         entry.dispatch = None  # let the arguments go
-        state.dispatched(ref, receipt, self._settler)
+        state.dispatched(ref, self._settler)
         # the slot frees when Ray's task ends, not when its future settles (a cancelled
-        # task holds its CPU until Ray stopped it): the watcher thread waits on receipts
+        # task holds its CPU until Ray stopped it): the watcher thread waits on the refs
         with self._wake:
-            self._running[receipt] = entry
+            self._running[ref] = entry
             if len(self._running) == 1:
                 self._wake.notify()
 
@@ -277,7 +278,7 @@ class Gate:
 
         It spends the driver's CPU per task, so it does as little as it can.
         Its CPU per no-op task on 2 CPUs (2026-12-01): 532 us with one wait over
-        every released task and a read of every receipt, 255-286 us this way,
+        every released task and a read of every task's record, 255-286 us this way,
         about 195 us of it Ray's submit:
 
         - A ``ray.wait`` costs CPU per ref it is given, most for refs still
@@ -288,14 +289,16 @@ class Gate:
           released, so a task that ended out of order frees its slot within ``TICK``.
         - It waits for a batch of endings when enough tasks are queued in Ray to
           keep its CPUs busy meanwhile (:meth:`_batch`), and releases as many.
-        - It reads only the receipts of tasks somebody waits on (``wait`` and
+        - It settles only the tasks somebody waits on (``wait`` and
           ``as_completed`` of held futures): a slot frees when Ray's task ended,
           whatever its outcome, and any other task's state settles as on the
           default path (when read, gathered, watched or collected for the
-          dashboard).  One receipt every ``SAMPLE`` s feeds the moving average of
-          task durations.
+          dashboard).  One task's record every ``SAMPLE`` s (it arrives a few
+          tens of ms after the task ended) feeds the moving average of task
+          durations.
         """
         swept = sampled = time.monotonic()
+        sample = None  # the task id whose record is awaited
         while True:
             with self._wake:
                 while not self._running and not self._closed:
@@ -316,28 +319,23 @@ class Gate:
                 continue
             with self._wake:
                 entries = [e for e in map(self._running.pop, ready, itertools.repeat(None)) if e is not None]
-            record = self._settle_waited(entries)
-            if record is None and (now - sampled >= SAMPLE or self._duration is None):
-                record = read_record(ready[0])
-            if record is not None:
-                sampled = now
+            self._settle_waited(entries)
+            if sample is None and (now - sampled >= SAMPLE or self._duration is None):
+                sample, sampled = task_id_of(ready[0]), now
+            record = None if sample is None else STORE.get(sample)
+            if record is not None or now - sampled > 1.0:
+                sample = None  # learnt, or its record is not coming
             for entry in entries:
                 self._ended(entry, record, pump=False)
                 record = None
             self.pump()
 
     @staticmethod
-    def _settle_waited(entries):
-        """Settle the ended tasks somebody waits on (``wait``, ``as_completed`` of held
-        futures) from their receipts, in one ``ray.get``; return one of the records."""
+    def _settle_waited(entries) -> None:
+        """Settle the ended tasks somebody waits on (``wait``, ``as_completed`` of held futures)."""
         waited = [e.state for e in entries if e.state.waited()]
-        if not waited:
-            return None
-        record = None
-        for state, value in zip(waited, outcomes([st.receipt for st in waited])):
-            notify(state.settle_from_receipt(value), state)
-            record = record or state.record
-        return record
+        for state, error in zip(waited, outcomes([st.ref for st in waited])):
+            notify(state.settle_from_outcome(error), state)
 
     def _batch(self, watched) -> int:
         """How many endings the gate's thread may wait for before it releases more.
@@ -353,7 +351,7 @@ class Gate:
     def _ended(self, entry, record=None, pump=True) -> None:
         """A released task's Ray task ended (or its dispatch failed): free its slot.
 
-        ``record``: its receipt, if read (a sample of how long tasks take).
+        ``record``: a task's record, if one arrived (a sample of how long tasks take).
         """
         with self._lock:
             if self._entries.pop(id(entry.state), None) is None and entry.held is _Held.DONE:

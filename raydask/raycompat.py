@@ -10,6 +10,9 @@ what changed, and raydask keeps working through the fallback::
     wrapper                 private Ray API                             fallback (public)
     submit_remote           RemoteFunction._remote                      rf.options(...).remote(*args)
     on_completed            ObjectRef._on_completed                     ref.future().add_done_callback
+    on_ready                CoreWorker.set_wait_async_callback          on_completed (fetches the value)
+    failed, outcomes        CoreWorker.get_local_object_locations,      ray.get of each ref
+                            CoreWorker.get_objects (metadata only)
     direct_internals        CoreWorker.submit_task and the helpers      None: raydask.direct steps aside
                             RemoteFunction._remote calls
     sys_path_job_config     JobConfig(_py_driver_sys_path=)             runtime_env PYTHONPATH
@@ -56,6 +59,9 @@ __all__ = [
     "kv_get",
     "kv_put",
     "on_completed",
+    "on_ready",
+    "failed",
+    "outcomes",
     "raylet_process",
     "resources_per_node",
     "skip_exit_hooks",
@@ -155,6 +161,120 @@ def on_completed(ref, callback) -> None:
         callback(value)
 
     ref.future().add_done_callback(done)
+
+
+@functools.cache
+def _core_worker_problem(*names) -> str | None:
+    core = getattr(ray._raylet, "CoreWorker", None)
+    for name in names:
+        if _parameters(getattr(core, name, None)) is None:
+            return f"CoreWorker.{name} is missing"
+    return None
+
+
+def on_ready(ref, callback) -> None:
+    """Call ``callback()`` once ``ref``'s object exists, wherever it is; the value is not fetched.
+
+    Ray's ``ray.wait(fetch_local=False)`` as a callback: the core worker tells
+    the owner when the task's return is stored (in its memory store, or in the
+    object store of any node).  The callback runs on a Ray thread (never block
+    there); it costs what ``_on_completed`` costs (measured: 486-523 µs of
+    client CPU per no-op task against 527-574), without deserialising the value.
+    When Ray shuts down, it calls back the waits still open with an error
+    (``RaySystemError: Core worker is shutting down``): those are dropped, since
+    calling into Ray then starts it anew in this process and aborts it.
+    The fallback, :func:`on_completed`, fetches the value to this node.
+    """
+    problem = _core_worker_problem("set_wait_async_callback")
+    if problem is None and not _remote_driver(ref):
+        ray._private.worker.global_worker.core_worker.set_wait_async_callback(
+            ref, lambda failure: callback() if failure is None else None)
+        return
+    if problem is not None:
+        _fall_back("CoreWorker.set_wait_async_callback", problem)
+    on_completed(ref, lambda _value: callback())
+
+
+#: Ray's ``ErrorType.OBJECT_IN_PLASMA``: the memory store's marker for a value in the object store.
+_IN_PLASMA = b"4"
+
+
+def failed(refs) -> list:
+    """For ready ``refs``: whether each holds an error (True) rather than a value; nothing fetched.
+
+    Ray stores a task's error inline, in its owner's memory store, with the
+    error type's number as the object's metadata (``b"3"``: the task raised);
+    a value in the object store is never an error.  Local calls only (about
+    1 µs per ref, measured), none of which reaches the object store: safe on
+    Ray's callback thread.
+    Under Ray Client (``ray://``) there is no local core worker to ask: each
+    ref's value is fetched instead.
+    """
+    if not refs:
+        return []
+    problem = _core_worker_problem("object_exists", "get_local_object_locations", "get_objects")
+    if problem is not None or _remote_driver(refs[0]):
+        if problem is not None:
+            _fall_back("CoreWorker.get_objects", problem)
+        return [_error_of(ref) is not None for ref in refs]
+    core = ray._private.worker.global_worker.core_worker
+    here = [ref for ref in refs if core.object_exists(ref, memory_store_only=True)]  # 0.2 µs each
+    bad = set()
+    if here:  # inline in this process's memory store: the metadata is right there
+        for ref, obj in zip(here, core.get_objects(here, 0)):
+            meta = obj.metadata
+            if meta and meta.isdigit() and meta != _IN_PLASMA:
+                bad.add(ref)
+    if len(here) < len(refs):
+        inline = set(here)
+        elsewhere = [ref for ref in refs if ref not in inline]
+        places = core.get_local_object_locations(elsewhere)
+        for ref in elsewhere:
+            if not _stored(places.get(ref)) and _error_of(ref) is not None:
+                bad.add(ref)  # a small object this process borrows: only its value tells
+    return [ref in bad for ref in refs]
+
+
+def _stored(place) -> bool:
+    """Whether the object is in some node's object store (then it is a value, never an error).
+
+    The size tells when the owner's list of nodes does not: it was empty for a
+    4 MB value on another node after Ray was restarted in the same process.
+    """
+    return bool(place and (place.get("node_ids") or place.get("did_spill")
+                           or (place.get("object_size") or 0) > INLINE_LIMIT))
+
+
+#: The size up to which Ray returns a task's value inline, to its owner's memory store.
+INLINE_LIMIT = int(os.environ.get("RAY_max_direct_call_object_size", 100 * 1024))
+
+
+def _remote_driver(ref) -> bool:
+    """A Ray Client (``ray://``) ref: this process is no Ray worker, there is no core worker to ask."""
+    return type(ref) is not ray.ObjectRef and _client_ref_type() is not None and isinstance(ref, _client_ref_type())
+
+
+@functools.cache
+def _client_ref_type():
+    try:
+        from ray.util.client.common import ClientObjectRef
+    except Exception:  # noqa: BLE001 - no Ray Client in this Ray
+        return None
+    return ClientObjectRef
+
+
+def outcomes(refs) -> list:
+    """For ready ``refs``: None for each that holds a value, the exception ``ray.get`` raises for
+    each that holds an error (:func:`failed`, then a ``ray.get`` of the errors only)."""
+    return [_error_of(ref) if bad else None for ref, bad in zip(refs, failed(refs))]
+
+
+def _error_of(ref):
+    try:
+        ray.get(ref, timeout=10)
+    except Exception as exc:  # noqa: BLE001 - the task's failure is the answer
+        return exc
+    return None
 
 
 # -- direct submission (raydask.direct) -------------------------------------------------

@@ -1,18 +1,18 @@
-"""The receipt every task sends home next to its value (a leaf: nothing imported)."""
+"""The record of a task that ran, as its receipt reports it (a leaf: nothing imported)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TaskRecord", "as_record"]
+__all__ = ["TaskRecord"]
 
 
 @dataclass(slots=True)
 class TaskRecord:
-    """Where and when a task ran and what it returned: its second return, a small tuple.
+    """Where and when a task ran and what it returned (:mod:`raydask.receipts`).
 
-    Status questions and the dashboard's task stream are answered from it, so a
-    task's value never travels to the client unless the user asks for it.
+    The dashboard's task stream, ``Future.type``, ``nbytes`` and ``who_has`` read
+    it, so a task's value never travels to the client unless the user asks for it.
     """
 
     type: str
@@ -21,10 +21,3 @@ class TaskRecord:
     stop: float
     node_id: str
     pid: int
-
-
-def as_record(value):
-    """The :class:`TaskRecord` a receipt resolved to (receipts travel as plain tuples); None otherwise."""
-    if isinstance(value, tuple):
-        return TaskRecord(*value)
-    return value if isinstance(value, TaskRecord) else None

@@ -8,8 +8,9 @@ So Ray tracks each dependency, moves its data straight to the worker that needs
 it, and nothing travels through the client.
 
 Each user callable becomes a Ray remote function (cached; a second one for
-calls with kwargs or containers), which returns two objects: the value and a
-small receipt ``(type, nbytes, start, stop, node, pid)``.
+calls with kwargs or containers), which returns one object, the value, and
+posts a small receipt ``(type, nbytes, start, stop, node, pid)`` to the
+client's sink (:mod:`raydask.receipts`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from .arguments import _resources, _retries
 from .context import get_worker
 from .direct import DirectSubmitter
 from .errors import capture
-from .future import Future, Status, notify
+from .future import Future, FutureState, Status, notify
 from .keys import format_bytes, funcname, typename
 from .plugins import prepare, task_hooks
+from .receipts import post
 from .sizeof import sizeof
 from .structure import ATOMS as _ATOMS
 from .structure import CONTAINERS as _CONTAINERS
@@ -102,43 +104,39 @@ class TaskSpec:
     """What a task was submitted as, kept for ``retry`` and ``recreate_*_locally``.
 
     ``args`` are the call's positional arguments (unpacked calls; a packed one
-    keeps :func:`pack`'s structure instead); ``deps`` the dependencies' states,
-    whose refs fill ``slots`` (the positions of the futures among the arguments),
-    so a dependency that was retried (it has a new ref) is read anew.  The client keeps it while the task is
-    pending or failed (:class:`raydask.future.FutureState` drops it once the task
-    finished, was cancelled or released), as Dask's scheduler keeps a task's
-    ``run_spec``.
+    keeps :func:`pack`'s structure instead), each Future replaced by its state,
+    whose ref is read when the task is sent again (a dependency that was retried
+    has a new ref); ``deps`` the dependencies' states, in order.  The client
+    keeps it while the task is pending or failed
+    (:class:`raydask.future.FutureState` drops it once the task finished, was
+    cancelled or released), as Dask's scheduler keeps a task's ``run_spec``.
     """
 
-    __slots__ = ("func", "packed", "args", "deps", "slots", "options", "name")
+    __slots__ = ("func", "packed", "args", "deps", "options", "name")
 
     def __init__(self, func, packed, args, deps, options, name):
-        self.func, self.packed, self.deps, self.options, self.name = func, packed, tuple(deps), options, name
-        if packed is None and deps:  # the fast path: deps[j] is the j-th Future among ``args``
-            self.slots = tuple(i for i, a in enumerate(args) if type(a) is Future)
-            args = [None if type(a) is Future else a for a in args]  # hold states, not Futures
+        """``deps``: a tuple (the state's own ``dep_states`` is passed: one tuple for both)."""
+        self.func, self.packed, self.deps, self.options, self.name = func, packed, deps, options, name
+        if packed is None:
+            self.args = tuple(a._state if type(a) is Future else a for a in args) if deps else tuple(args)
         else:
-            self.slots = ()
-        self.args = tuple(args) if packed is None else ()
+            self.args = ()
 
     def top_level(self) -> list:
         """The Ray task's arguments, with the dependencies' refs as they are now."""
         if self.packed is not None:
             return [d.ref for d in self.deps]
-        args = list(self.args)
-        for i, dep in zip(self.slots or (), self.deps):
-            args[i] = dep.ref
-        return args
+        if not self.deps:
+            return list(self.args)
+        return [a.ref if type(a) is FutureState else a for a in self.args]
 
     def local_call(self, values):
         """``(args, kwargs)`` of the call with ``values`` (the dependencies' results) in place."""
         if self.packed is not None:
             args, kwargs = _unpack(self.packed, values)
             return list(args), kwargs
-        args = list(self.args)
-        for i, value in zip(self.slots or (), values):
-            args[i] = value
-        return args, {}
+        by_state = {id(d): v for d, v in zip(self.deps, values)}
+        return [by_state[id(a)] if type(a) is FutureState else a for a in self.args], {}
 
 
 def _unpack(obj, values):
@@ -224,11 +222,13 @@ def warn_if_large(nbytes, stacklevel) -> None:
         UserWarning, stacklevel=stacklevel + 1)
 
 
-def _runner(func, plugins=None):
-    """``run(packed, args)``: call ``func`` and return ``(value, receipt)``.
+def _runner(func, plugins=None, sink=None):
+    """``run(packed, args)``: call ``func``, post its receipt to ``sink``, return its value.
 
     ``plugins`` is the client's plugin handle (:mod:`raydask.plugins`), None
-    while it registered none: then nothing about plugins runs.
+    while it registered none: then nothing about plugins runs.  ``sink`` is the
+    client's receipt sink (:mod:`raydask.receipts`), None for a client that
+    collects no records (one made inside a task).
     """
 
     def run(packed, args):
@@ -256,7 +256,9 @@ def _runner(func, plugins=None):
             raise err
         if hooks:
             task_hooks(hooks, key, "executing", "memory")
-        return result, (typename(type(result)), sizeof(result), start, time.time(), _node_id(), os.getpid())
+        if sink is not None:
+            post(sink, typename(type(result)), sizeof(result), start, time.time())
+        return result
 
     return run
 
@@ -268,17 +270,18 @@ def _as_ray_task(run, func):
     return ray.remote(run)
 
 
-def make_task_function(func, packed=False, plugins=None):
-    """Wrap ``func`` as the Ray remote function that runs it and writes a receipt.
+def make_task_function(func, packed=False, plugins=None, sink=None):
+    """Wrap ``func`` as the Ray remote function that runs it and posts its receipt.
 
-    ``plugins``: the plugin handle the task sets its process up to first (see :func:`_runner`).
+    ``plugins``: the plugin handle the task sets its process up to first;
+    ``sink``: where its receipt goes (see :func:`_runner`).
 
     With ``packed=False`` the task takes ``func``'s positional arguments as they
     are; with ``packed=True`` its first argument is :func:`pack`'s structure and
     the rest are the refs it points to.  Two functions, because every argument
     costs: an extra ``None`` per call took a fifth of a submit (10 µs, measured).
     """
-    run = _runner(func, plugins)
+    run = _runner(func, plugins, sink)
     if packed:
         return _as_ray_task(lambda packed, *args: run(packed, args), func)
     return _as_ray_task(lambda *args: run(None, args), func)
@@ -371,6 +374,7 @@ class Dispatcher:
         self._packed: dict = {}
         self._direct: dict = {}  # remote function -> DirectSubmitter, or False where it does not apply
         self.plugins = None  # the plugin handle every task function closes over (raydask.plugins)
+        self.sink = None  # the receipt sink every task function closes over (raydask.receipts)
 
     def set_plugins(self, handle) -> None:
         """Make the task functions anew around plugin ``handle`` (a newer one than before).
@@ -390,16 +394,16 @@ class Dispatcher:
         try:
             return cache[func]
         except KeyError:
-            rf = cache[func] = make_task_function(func, packed, self.plugins)
+            rf = cache[func] = make_task_function(func, packed, self.plugins, self.sink)
             return rf
         except TypeError:  # unhashable callable
             entry = cache.get(id(func))
             if entry is None or entry[0] is not func:
-                entry = cache[id(func)] = (func, make_task_function(func, packed, self.plugins))
+                entry = cache[id(func)] = (func, make_task_function(func, packed, self.plugins, self.sink))
             return entry[1]
 
     def submit(self, func, packed, call_args, options=None, name=None):
-        """Start the task; return ``(value_ref, receipt_ref)``.
+        """Start the task; return its value's ref.
 
         ``name`` is the Ray task's name; None gives Ray's default, the function's
         name.  Not the key: Ray counts tasks per name in its metrics, and a new
@@ -411,7 +415,7 @@ class Dispatcher:
         else:
             rf, args = self.remote_function(func, packed=True), (packed, *call_args)
         if options:
-            return rf.options(num_returns=2, name=name, **options).remote(*args)
+            return rf.options(name=name, **options).remote(*args)
         direct = self._direct.get(rf)
         if direct:
             try:
@@ -419,16 +423,16 @@ class Dispatcher:
             except TypeError:
                 # An argument Ray cannot serialize (then _remote raises it too, for the
                 # user), or not the submit_task this was written for: then never again.
-                refs = raycompat.submit_remote(rf, args, 2, name=name)
+                refs = [raycompat.submit_remote(rf, args, 1, name=name)]
                 self._direct[rf] = False
             if refs is not None:
-                return refs
+                return refs[0]
         # ``_remote`` is what ``.remote()`` and ``.options()`` call, without their
         # per-call wrapper class (15-30 % of a submit, measured in benchmarks/).
-        refs = raycompat.submit_remote(rf, args, 2, name=name)
+        ref = raycompat.submit_remote(rf, args, 1, name=name)
         if direct is None:  # exported now: from the next call on, go direct (raydask.direct)
-            self._direct[rf] = DirectSubmitter.create(rf, 2) or False
-        return refs
+            self._direct[rf] = DirectSubmitter.create(rf, 1) or False
+        return ref
 
     def clear(self):
         self._functions.clear()
@@ -438,44 +442,34 @@ class Dispatcher:
 
 # -- whole-cluster helpers for the client ------------------------------------------
 def refresh(states, num_returns=None, timeout=0) -> int:
-    """Settle the states whose tasks have ended, with two Ray calls in all; return how many.
+    """Settle the states whose tasks have ended, with a few local Ray calls in all; return how many.
 
     With ``timeout`` (seconds, None for no limit), first wait in Ray (the GIL is
     released there) until ``num_returns`` of them ended (default: all).  One
-    ``ray.wait`` over many receipts is how ``wait`` and ``as_completed`` learn
+    ``ray.wait`` over many refs is how ``wait`` and ``as_completed`` learn
     about completions: a completion callback per task would run on Ray's I/O
     thread and hold it up behind the GIL (measured: 10 % fewer tasks/s).
     """
-    by_ref = {st.receipt: st for st in states if st.status is Status.PENDING and st.receipt is not None}
+    by_ref = {st.ref: st for st in states if st.status is Status.PENDING and st.ref is not None}
     return harvest(by_ref, num_returns, timeout)
 
 
 def harvest(by_ref: dict, num_returns=None, timeout=0) -> int:
-    """:func:`refresh` for a ready-made ``{receipt ref: state}`` of pending states."""
+    """:func:`refresh` for a ready-made ``{value ref: state}`` of pending states.
+
+    Nothing is fetched: ``ray.wait(fetch_local=False)`` says which ended, and
+    :func:`raycompat.outcomes` which of those failed.
+    """
     if not by_ref:
         return 0
     n = len(by_ref) if num_returns is None else max(1, min(num_returns, len(by_ref)))
     ready, _ = ray.wait(list(by_ref), num_returns=n, timeout=timeout, fetch_local=False)
     if not ready:
         return 0
-    for ref, value in zip(ready, outcomes(ready)):
+    for ref, error in zip(ready, raycompat.outcomes(ready)):
         st = by_ref[ref]
-        notify(st.settle_from_receipt(value), st)
+        notify(st.settle_from_outcome(error), st)
     return len(ready)
-
-
-def outcomes(refs) -> list:
-    """The values of finished ``refs``, a failed one's exception in its place (one get if none failed)."""
-    try:
-        return ray.get(refs)
-    except Exception:  # noqa: BLE001 - some task failed: fetch one by one to see which
-        values = []
-        for ref in refs:
-            try:
-                values.append(ray.get(ref))
-            except Exception as exc:  # noqa: BLE001 - the failure is the answer
-                values.append(exc)
-        return values
 
 
 def _call_on_node(function, args, kwargs):

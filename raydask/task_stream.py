@@ -2,7 +2,7 @@
 
 Data flow (nothing here collects anything of its own)::
 
-    task receipt ──> FutureState.record ──> EventLog (the listener) ──> ClientSource.tasks()
+    task receipt ──> receipts.STORE ──> EventLog (FutureState.record) ──> ClientSource.tasks()
                                                                              │
                  Client.get_task_stream / get_task_stream / performance_report ◄┘
                        (rows in Dask's record shape; a Plotly figure of them)
@@ -71,6 +71,8 @@ def _pickled_type(name) -> bytes:
 
 def records(source, exclude=()) -> list[dict]:
     """Every task ``source`` knows to have run, in Dask's shape, ordered by when it stopped."""
+    if hasattr(source, "await_records"):
+        source.await_records()
     payload = source.tasks()
     moves: dict = {}
     for m in payload["transfers"]:

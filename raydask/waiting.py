@@ -1,7 +1,7 @@
 """``wait`` and ``as_completed``: the waiting thread waits in Ray, for many futures at once.
 
 A thread blocked in ``wait`` or in ``next(as_completed)`` asks Ray with one
-``ray.wait`` over the receipts of all the futures it still waits for (Ray
+``ray.wait`` over the refs of all the futures it still waits for (Ray
 releases the GIL while it waits) and settles what ended in one batch
 (:func:`raydask.scheduling.refresh`).  No completion callback runs per task:
 those run on Ray's I/O thread and hold it up behind the GIL, which cost 10 % of
@@ -165,7 +165,7 @@ def _settler_of(fs):
 
 
 def _block_until(states, satisfied, deadline, want, timed_out) -> None:
-    """Block until ``satisfied()``: Ray waits over the receipts, in batches (see the module doc)."""
+    """Block until ``satisfied()``: Ray waits over the refs, in batches (see the module doc)."""
     refresh(states)
     woken = threading.Event()
     wake = quick(lambda _state: woken.set())
@@ -179,7 +179,7 @@ def _block_until(states, satisfied, deadline, want, timed_out) -> None:
                 raise timed_out()
             pending = [st for st in states if st.status is Status.PENDING]
             tick = TICK if left is None else min(TICK, left)
-            if any(st.receipt is not None and st.ref is not None for st in pending):
+            if any(st.ref is not None for st in pending):
                 refresh(pending, want, tick)
             else:
                 woken.wait(tick)
@@ -345,7 +345,7 @@ class as_completed:
         handful of completions, where a loop of ``ray.wait(num_returns=1)`` makes
         one per completion.  It waits on the values' refs (without fetching them)
         and does not settle the futures: a yielded future settles when asked
-        (``status``, ``result``), so the loop costs no receipt per future.  One
+        (``status``, ``result``), so the loop costs no Ray call per future.  One
         thread harvests at a time; others wait on the condition.
         """
         with self.condition:

@@ -44,7 +44,7 @@ def _started(path, timeout=30):
 
 
 def _ended(future, timeout):
-    ready, _ = ray.wait([future._state.receipt], timeout=timeout, fetch_local=False)
+    ready, _ = ray.wait([future._state.ref], timeout=timeout, fetch_local=False)
     return bool(ready)
 
 

@@ -232,11 +232,16 @@ def test_graph_edges_equal_submitted_dependencies(dash_client, http):
 
 @pytest.mark.multinode
 def test_graph_since_cursor_returns_only_changes(dash_client, http):
+    http.get("/api/graph")  # learn what earlier tests' tasks did...
+    assert dash_client._events.await_records(timeout=10)  # ...and let their records land
     first = http.get("/api/graph").json()
     before = {n["key"]: (n["x"], n["y"]) for n in first["nodes"]}
     x = dash_client.submit(_inc, 1000)
     y = dash_client.submit(_inc, x)
     y.result()
+    x.result()
+    # the tasks' records follow their ends (raydask.receipts) and show the keys again: let them land
+    assert dash_client._events.await_records(timeout=10)
     delta = _wait_for(lambda: http.get("/api/graph", params={"since": first["cursor"]}).json(),
                       lambda g: {n["key"] for n in g["nodes"]} >= {x.key, y.key})
     assert {n["key"] for n in delta["nodes"]} == {x.key, y.key}

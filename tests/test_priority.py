@@ -160,7 +160,7 @@ def test_result_and_gather_settle_the_state(client):
     one = client.submit(inc, 100, pure=False)
     assert one.result(timeout=60) == 101
     assert one._state.status is Status.FINISHED
-    assert one.type is int and one._state.record is not None  # the receipt, read when asked for
+    assert one.type is int and one._state.record is not None  # the record, waited for when asked for
     many = client.map(inc, range(50), pure=False)
     assert client.gather(many) == list(range(1, 51))
     assert all(f._state.status is Status.FINISHED for f in many)
@@ -223,6 +223,8 @@ def dash(client):
 def test_the_log_reads_the_futures_state(dash):
     f = dash.submit(inc, 1, pure=False)
     f.result(timeout=60)
+    assert {e.key: e for e in dash._events.snapshot()[1]}[f.key].state == "memory"
+    assert dash._events.await_records(timeout=10)  # the record follows the task's end (raydask.receipts)
     views = {e.key: e for e in dash._events.snapshot()[1]}
     assert views[f.key].state == "memory" and views[f.key].record is not None
     dash._start_gate()
@@ -233,16 +235,17 @@ def test_the_log_reads_the_futures_state(dash):
     assert {e.key: e.state for e in dash._events.snapshot()[1]}[held.key] == "memory"
 
 
-def test_the_log_stays_bounded_and_holds_no_receipts_with_nobody_watching(dash):
+def test_the_log_stays_bounded_and_holds_no_refs_with_nobody_watching(dash):
     before = sum(type(o) is FutureState for o in gc.get_objects())
     for _ in range(4):
         futures = dash.map(inc, range(300), pure=False)
         dash.gather(futures)
         del futures
+    assert dash._events.await_records(timeout=10)  # the log keeps a released task until its record came
     gc.collect()
     log = dash._events
     assert len(log) <= 500 + 50  # the cap and a tenth of headroom
-    assert log.pending() == []  # no receipt kept for a task whose end is known
+    assert log.pending() == []  # no ref kept for a task whose end is known
     states = {e.state for e in log.snapshot()[1]}
     assert states <= {"released"}, states
     after = sum(type(o) is FutureState for o in gc.get_objects())

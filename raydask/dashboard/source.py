@@ -147,12 +147,22 @@ class ClientSource:
         edges = sorted([d, p] for p, ds in deps.items() for d in ds if d != p)
         return {"cursor": cursor, "view": "prefix", "total": total, "nodes": nodes, "edges": edges}
 
+    def await_records(self) -> None:
+        """Learn which tasks ended and wait for their records (what reads them all: the task stream)."""
+        if hasattr(self.events, "await_records"):
+            try:
+                collect(self.events)
+            except Exception:  # noqa: BLE001 - Ray going down
+                logger.debug("cannot collect finished tasks", exc_info=True)
+            self.events.await_records()
+
     def finished_keys(self) -> set:
-        """Keys known to have run (they have a receipt), after catching up with the log.
+        """Keys known to have run (they have a record), after catching up with the log.
 
         ``raydask.get_task_stream`` takes it on entering its block, to leave out
         on exit the tasks that had already run.
         """
+        self.await_records()
         self._sync()
         with self._lock:
             return {k for k, ev in self._tasks.items() if ev.record is not None}
