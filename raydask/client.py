@@ -1953,19 +1953,10 @@ def _demand(options) -> dict:
 
 
 def _failed(state) -> bool:
-    """Whether ``state``'s task is known to have failed; settles it if so."""
-    if state.status in (Status.ERROR, Status.LOST):
-        return True
-    if state.ref is None or state.status is not Status.PENDING:
-        return False
-    ready, _ = ray.wait([state.ref], timeout=0, fetch_local=False)
-    if not ready:
-        return False
-    error = raycompat.outcomes(ready)[0]
-    if error is None:
-        return False
-    notify(state.settle_from_outcome(error), state)
-    return True
+    """Whether ``state``'s task is known to have failed (settling it if it ended)."""
+    if state.status is Status.PENDING:
+        notify(state.poll(), state)
+    return state.status in (Status.ERROR, Status.LOST)
 
 
 def _settle(states) -> None:

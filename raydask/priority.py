@@ -293,12 +293,12 @@ class Gate:
           ``as_completed`` of held futures): a slot frees when Ray's task ended,
           whatever its outcome, and any other task's state settles as on the
           default path (when read, gathered, watched or collected for the
-          dashboard).  One task's record every ``SAMPLE`` s (it arrives a few
-          tens of ms after the task ended) feeds the moving average of task
-          durations.
+          dashboard).  One task's record every ``SAMPLE`` s (it arrives a tenth
+          of a second or so after the task ended) feeds the moving average of
+          task durations.
         """
         swept = sampled = time.monotonic()
-        sample = None  # the task id whose record is awaited
+        sample = None  # the state of an ended task whose record is awaited
         while True:
             with self._wake:
                 while not self._running and not self._closed:
@@ -320,9 +320,9 @@ class Gate:
             with self._wake:
                 entries = [e for e in map(self._running.pop, ready, itertools.repeat(None)) if e is not None]
             self._settle_waited(entries)
-            if sample is None and (now - sampled >= SAMPLE or self._duration is None):
-                sample, sampled = task_id_of(ready[0]), now
-            record = None if sample is None else STORE.get(sample)
+            if sample is None and entries and (now - sampled >= SAMPLE or self._duration is None):
+                sample, sampled = entries[0].state, now
+            record = None if sample is None else _record_of(sample)
             if record is not None or now - sampled > 1.0:
                 sample = None  # learnt, or its record is not coming
             for entry in entries:
@@ -422,3 +422,11 @@ class Gate:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=TICK + 5)
         return held
+
+
+def _record_of(state):
+    """The record of an ended task: on its state if the state claimed it (it settled), else in the store."""
+    if state.record is not None:
+        return state.record
+    task_id = task_id_of(state.ref)
+    return None if task_id is None else STORE.get(task_id)

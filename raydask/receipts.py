@@ -80,8 +80,8 @@ class _Outbox:
         # a daemon thread of a Ray worker process: it lives as long as the process does
         unsent: dict = {}  # sink -> (first failure, receipts) for a sink not found yet
         while True:
-            self._wake.wait(None if not unsent else RETRY)
-            time.sleep(FLUSH)
+            self._wake.wait(None if not unsent else RETRY)  # a receipt was posted
+            time.sleep(FLUSH)  # the batching window: one actor message per FLUSH s, not per task
             self._wake.clear()
             waiting = {sink: box for sink, (_, box) in unsent.items()}  # the oldest first
             with self._lock:
@@ -124,7 +124,7 @@ def post(sink, result_type, nbytes, start, stop) -> None:
 
 # -- the actor between them ---------------------------------------------------------------
 class ReceiptSink:
-    """One client's mailbox of receipt batches (an async actor, no CPU reserved)."""
+    """A driver process's mailbox of receipt batches (an async actor, no CPU reserved)."""
 
     def __init__(self):
         self._batches: list = []
@@ -165,9 +165,9 @@ class Store:
     A finished task's state *claims* its record (:meth:`claim`): the record is
     set as the state's ``record`` when it arrives (at once if it is here) and
     the state's ``listener`` (the dashboard's log) is told.  A claim does not
-    keep the state alive.  Records nobody
-    claimed yet wait here, the last ``keep`` of them; so do claims whose record
-    has not come (a worker that died at once takes it along).
+    keep the state alive.  Records nobody claimed yet wait here, the last
+    ``keep`` of them; so do claims whose record has not come (a worker that
+    died at once takes it along).
     """
 
     def __init__(self, keep: int = KEEP):
@@ -316,7 +316,7 @@ class Collector:
             except Exception:  # noqa: BLE001 - restarting, or Ray going down: look again
                 if self._closing or not ray.is_initialized():
                     break
-                time.sleep(RETRY)
+                time.sleep(RETRY)  # Ray tells a driver nothing when an actor is back up
                 continue
             for batch in batches:
                 store.add(batch)

@@ -66,11 +66,7 @@ class ClientSource:
     # -- catching up with the log ---------------------------------------------------------
     def _sync(self) -> int:
         """Take the log's changes since the last look; returns the new cursor."""
-        if hasattr(self.events, "pending"):  # a live client's log: learn what finished
-            try:
-                collect(self.events)
-            except Exception:  # noqa: BLE001 - Ray going down under a still-open page
-                logger.debug("cannot collect finished tasks", exc_info=True)
+        self._collect()
         with self._lock:
             cursor, changed = self.events.snapshot(self._cursor)
             forgotten = getattr(self.events, "forgotten_since", None)
@@ -147,13 +143,17 @@ class ClientSource:
         edges = sorted([d, p] for p, ds in deps.items() for d in ds if d != p)
         return {"cursor": cursor, "view": "prefix", "total": total, "nodes": nodes, "edges": edges}
 
+    def _collect(self) -> None:
+        if hasattr(self.events, "pending"):  # a live client's log: learn what finished
+            try:
+                collect(self.events)
+            except Exception:  # noqa: BLE001 - Ray going down under a still-open page
+                logger.debug("cannot collect finished tasks", exc_info=True)
+
     def await_records(self) -> None:
         """Learn which tasks ended and wait for their records (what reads them all: the task stream)."""
         if hasattr(self.events, "await_records"):
-            try:
-                collect(self.events)
-            except Exception:  # noqa: BLE001 - Ray going down
-                logger.debug("cannot collect finished tasks", exc_info=True)
+            self._collect()
             self.events.await_records()
 
     def finished_keys(self) -> set:
