@@ -190,6 +190,8 @@ def test_cluster_admin(local):
         assert len(client.scheduler_info()["workers"]) == 2
         # no workers named: every idle worker but the head, as Dask retires those it can spare
         other = next(a for a, w in client.scheduler_info()["workers"].items() if not w["is_head"])
+        # "idle" is Ray's report, which lags a task's end (the inc above may have run on `other`)
+        _wait_until(lambda: len(cluster.idle_workers()) == 1, timeout=30)
         assert list(client.retire_workers()) == [other]
         assert list(client.scheduler_info()["workers"]) == [head]
         assert client.submit(inc, 2).result(timeout=60) == 3
