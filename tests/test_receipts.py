@@ -79,6 +79,20 @@ def test_a_value_on_another_node_settles_without_moving(multinode_client):
     assert f.type is np.ndarray
 
 
+@pytest.mark.multinode
+def test_the_sink_lives_on_the_drivers_node(multinode_client):
+    """Never on a worker node, which it would keep busy (not idle to Ray: ``retire_workers()`` skips it)."""
+    here = ray.get_runtime_context().get_node_id()
+    name, namespace = multinode_client._sink
+    assert ray.get(ray.get_actor(name, namespace=namespace).node_id.remote(), timeout=60) == here
+    more = [receipts.Collector(Store()) for _ in range(4)]  # made right after one another, as at startup
+    try:
+        assert ray.get([c._actor.node_id.remote() for c in more], timeout=60) == [here] * 4
+    finally:
+        for c in more:
+            c.close()
+
+
 def test_the_task_stream_has_the_tasks_that_just_ended(client):
     with get_task_stream(client) as ts:
         client.gather(client.map(inc, range(40), pure=False))
