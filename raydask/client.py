@@ -31,7 +31,7 @@ import ray.exceptions
 
 from . import actor, arguments, datasets, limits, metadata, plugins, raycompat, receipts, structure, topics, versions
 from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
-from . import context as _context
+from . import cluster as _cluster, context as _context
 from .cluster import LocalCluster, RayCluster, _ClusterBase, cluster_logs, session_started, worker_table
 from .errors import (CancelledFuturesGroup, ClosedClientError, FutureCancelledError, FuturesCancelledError, fresh,
                      task_traceback, unwrap)
@@ -2033,3 +2033,6 @@ def fire_and_forget(obj):
             st.watch(client._settler)
         else:
             client._keep_alive.discard(st)
+
+
+_cluster.client_class = Client  # Cluster.get_client builds this (the cluster cannot import its client)

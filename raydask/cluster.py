@@ -49,6 +49,9 @@ logger = logging.getLogger("raydask")
 NAME_LABEL = "raydask-name"
 #: Label Ray itself puts on every node (2.60): the node id.
 NODE_ID_LABEL = "ray.io/node-id"
+#: The class ``get_client`` builds: :mod:`raydask.client` installs itself here when it is
+#: imported, so the cluster need not import the client that is built on it.
+client_class = None
 
 
 class ClusterStatus(enum.Enum):
@@ -328,9 +331,7 @@ class _ClusterBase:
             The new client of an asynchronous cluster is asynchronous too (``await
             cluster.get_client()``); Dask's is always synchronous.
         """
-        # Imported here: the client is built on the cluster, not the other way round.
-        from .client import Client
-
+        Client = client_class
         try:
             current = Client.current()
         except ValueError:

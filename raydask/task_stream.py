@@ -196,7 +196,7 @@ class get_task_stream:
         self._plot = plot
         self._filename = filename
         if client is None:
-            from .worker import default_client
+            from .context import default_client
 
             client = default_client()
         self.client = client
