@@ -3,9 +3,17 @@
 ``client.submit(add, x, y)`` reads as a straight line: key and dedup
 (:mod:`keys`), argument packing (:mod:`scheduling`), one Ray task returning
 its value (its record travels apart: :mod:`receipts`), a :class:`Future`
-sharing the key's :class:`FutureState`, and, when somebody watches, a completion callback that settles it
-(:mod:`future`) and records an event (:mod:`events`) for progress and the
-dashboard.
+sharing the key's :class:`FutureState` (held in :mod:`registry`), and, when
+somebody watches, a completion callback that settles it (:mod:`future`) and
+records an event (:mod:`events`) for progress and the dashboard.
+
+Each method of Dask's name checks its arguments, says how Dask's differs, and
+hands over to the module that does the work: :mod:`gathering` (``gather``),
+:mod:`cancelling` (``cancel``, ``retry``, ``restart``), :mod:`recreate`,
+:mod:`story`, :mod:`admin` (what the cluster is and changing its workers),
+:mod:`priority` (``priority=``), :mod:`graphs` (Dask collections),
+:mod:`datasets`, :mod:`metadata`, :mod:`topics`, :mod:`plugins` and
+:mod:`actor`.
 """
 
 from __future__ import annotations
@@ -14,13 +22,11 @@ import asyncio
 import contextlib
 import copy
 import enum
-import functools
 import inspect
 import logging
 import os
 import queue as pyqueue
 import tempfile
-import threading
 import time
 import uuid
 import warnings
@@ -29,25 +35,26 @@ from collections.abc import Iterator
 import ray
 import ray.exceptions
 
-from . import actor, arguments, datasets, limits, metadata, plugins, raycompat, receipts, structure, topics, versions
-from .awaiting import LoopThread, StartOnce, dispatched, get, get_one, in_loop, run, run_call
+from . import (actor, admin, arguments, cancelling, datasets, gathering, limits, metadata, plugins, receipts, recreate,
+               story, structure, topics, versions)
 from . import cluster as _cluster, context as _context
-from .cluster import LocalCluster, RayCluster, _ClusterBase, cluster_logs, session_started, worker_table
+from .awaiting import LoopThread, StartOnce, in_loop, run, run_call
+from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
 from .errors import (CancelledFuturesGroup, ClosedClientError, FutureCancelledError, FuturesCancelledError, fresh,
                      task_traceback, unwrap)
 from .events import EventLog
 from .executor import ClientExecutor
-from .records import TaskRecord
 from .future import Future, FutureState, Settler, Status, _result_steps, notify, quick
-from .keys import format_bytes, funcname, key_split, parse_timedelta, tokenize, typename, validate_key
-from .logs import records
+from .keys import format_bytes, funcname, parse_timedelta, tokenize, typename, validate_key
+from .messages import Listener
+from .records import TaskRecord
+from .registry import Registry
+from .scheduling import (
+    LARGE_GRAPH_BYTES, Dispatcher, TaskSpec, arguments_nbytes, call_args, harvest, node_has, node_resources, pack,
+    placement_options, refresh, run_on_nodes, task_options, warn_if_large,
+)
 from .sizeof import sizeof
 from .uploads import install_upload
-from .messages import Listener
-from .scheduling import (
-    LARGE_GRAPH_BYTES, Dispatcher, TaskSpec, arguments_nbytes, call_args, node_has,
-    node_resources, pack, placement_options, harvest, refresh, run_on_nodes, task_options, warn_if_large,
-)
 
 __all__ = [
     "ClosedClientError", "Client", "ensure_default_client", "fire_and_forget", "futures_of",
@@ -58,7 +65,7 @@ logger = logging.getLogger("raydask")
 
 #: Seconds a cancelled running task may ignore Ray's interrupt before ``cancel(force=True)``
 #: ends its worker process.
-FORCE_GRACE = 2.0
+FORCE_GRACE = cancelling.FORCE_GRACE
 #: ``fifo_timeout``'s default, "100 ms", in seconds (parsed once, not per submit).
 FIFO_TIMEOUT = 0.1
 
@@ -112,9 +119,9 @@ class Client:
         self.id = f"Client-{uuid.uuid1()}"
         self.name = name
         self._asynchronous = bool(asynchronous)
-        self._lock = threading.RLock()
-        self._states: dict = {}
-        self._keep_alive: set = set()
+        self._keys = Registry()  # the keys this client holds, counted by their Futures
+        self._lock = self._keys.lock
+        self._states = self._keys.states  # read by raydask.graphs and raydask.datasets
         self._dispatcher = Dispatcher()
         self._resources_ok: set = set()
         self._gate = None  # raydask.priority.Gate, once a priority was seen
@@ -371,34 +378,20 @@ class Client:
                 raise ClosedClientError(f"Client is {self.status}. Can't send update-graph message.")
             raise RuntimeError(f"cannot schedule new futures: the client is {self.status}")
 
-    # -- refcounting: a key lives while a Future of it does ------------------------
+    # -- refcounting: a key lives while a Future of it does (raydask.registry) ----------
     def _retain(self, state):
-        with self._lock:
-            state.refcount += 1
+        self._keys.retain(state)
 
     def _adopt(self, state):
-        """This client's state of ``state.key``: its own if it holds the key, else ``state``, now held.
-
-        For a Future made without this client (unpickled, handed over) that is
-        bound to it: every Future of a key in one client shares one state.
-        """
-        with self._lock:
-            own = self._states.get(state.key)
-            if own is not None:
-                return own
-            self._states[state.key] = state
-        if self._events is not None:
+        """This client's state of ``state.key``: its own if it holds the key, else ``state``, now held."""
+        state, new = self._keys.adopt(state)
+        if new and self._events is not None:
             self._events.add(state)
         return state
 
     def _release(self, state):
-        with self._lock:
-            state.refcount -= 1
-            if state.refcount > 0:
-                return
-            if self._states.get(state.key) is state:
-                del self._states[state.key]
-        state.drop()
+        if self._keys.release(state):
+            state.drop()
 
     # -- submit and map -------------------------------------------------------------
     def submit(self, func, *args, key=None, workers=None, resources=None, retries=None, priority=None,
@@ -445,10 +438,9 @@ class Client:
                 key = f"{funcname(func)}-{uuid.uuid4()}"
         else:
             validate_key(key)
-        with self._lock:
-            state = self._states.get(key)
-            if state is not None:
-                return Future(state, self)
+        state = self._keys.get(key)
+        if state is not None:
+            return Future(state, self)
         options = self._options(workers, resources, retries, allow_other_workers)
         warn_if_large(arguments_nbytes(args, kwargs, Future), stacklevel=2)
         if limit is not None:  # raydask.annotate(time_limit=...): the key stays the function's
@@ -477,8 +469,7 @@ class Client:
         else:
             state = FutureState(key, None, True, None, deps, priority, held=True)
         state.spec = TaskSpec(func, packed, args, deps, options, name)  # for retry and recreate_*_locally
-        with self._lock:
-            self._states[key] = state
+        self._keys.put(state)
         events = self._events
         if events is not None:
             # the log listens to the state; the dashboard settles ended tasks
@@ -501,9 +492,7 @@ class Client:
             if state.ref is None and state.status is Status.ERROR:
                 # released at once and Ray refused it (an argument it cannot serialize):
                 # raise here, as the default path does, and forget the key
-                with self._lock:
-                    if self._states.get(key) is state:
-                        del self._states[key]
+                self._keys.forget(state)
                 raise state.exception
         return state
 
@@ -575,8 +564,6 @@ class Client:
         message = f"no worker has the resources {resources!r}; workers have {have!r}"
         if isinstance(self.cluster, LocalCluster):
             raise ValueError(message)
-        import warnings
-
         warnings.warn(message + "; the task waits until such a node joins", UserWarning, stacklevel=4)
 
     def map(self, func, *iterables, key=None, workers=None, retries=None, resources=None, priority=None,
@@ -631,8 +618,7 @@ class Client:
         warn_if_large(size, stacklevel=2)
         futures = []
         for k, args in zip(keys, calls):
-            with self._lock:
-                state = self._states.get(k)
+            state = self._keys.get(k)
             if state is None:
                 state = self._submit(task, k, args, kwargs, options, priority, fifo_timeout, named)
             futures.append(Future(state, self))
@@ -711,7 +697,7 @@ class Client:
         if isinstance(futures, Future):
             steps = _result_steps(futures._state, None)
         else:
-            steps = self._gather_steps(futures, found, errors)
+            steps = gathering.gather_steps(futures, found, errors)
         try:
             return run(steps, self._use_async(asynchronous))
         except Exception as exc:
@@ -730,49 +716,6 @@ class Client:
                 f"mismatched Futures and their client IDs (this client is {self.id}): "
                 f"{ {f: f.client.id for f in mismatched} }"
             )
-
-    def _gather_steps(self, futures, found, errors):
-        states = {}
-        for f in found:
-            states.setdefault(f.key, f._state)
-        values, bad = yield from self._fetch(list(states.values()), errors)
-        return _substitute(futures, values, bad)
-
-    def _fetch(self, states, errors):
-        """Steps to ``({key: value}, {bad keys})`` for ``states``, in one Ray call where possible.
-
-        Fetching settles the states too, so ``status`` and the dashboard know a
-        gathered task ended.
-        """
-        held = [st for st in states if st.ref is None]
-        if held:  # held by the priority gate: wait until they are Ray tasks
-            yield dispatched(held)
-        bad = set()
-        for st in states:
-            if st.status is Status.CANCELLED:
-                if errors == "raise":
-                    raise fresh(st.exception)
-                bad.add(st.key)
-        live = [st for st in states if st.key not in bad]
-        if errors == "raise":
-            try:
-                values = yield get([st.ref for st in live])
-            except ray.exceptions.RayError as err:
-                failed = next((st for st in live if _failed(st)), None)
-                if failed is not None and failed.exception is not None:
-                    raise fresh(failed.exception) from None
-                raise unwrap(err, failed.key if failed else None, ref=failed.ref if failed else None) from None
-            _settle(live)
-            return dict(zip((st.key for st in live), values)), bad
-        values = {}
-        for st in live:
-            try:
-                values[st.key] = yield get_one(st.ref)
-            except ray.exceptions.RayError as err:
-                bad.add(st.key)
-                notify(st.settle_from_outcome(err), st)
-        _settle([st for st in live if st.key not in bad])
-        return values, bad
 
     def scatter(self, data, workers=None, broadcast=False, direct=None, hash=True, timeout=None,
                 asynchronous=None):
@@ -811,16 +754,14 @@ class Client:
         return f"{type(value).__name__}-{token}"
 
     def _scatter_one(self, value, key):
-        with self._lock:
-            state = self._states.get(key)
+        state = self._keys.get(key)
         if state is None:
             now = time.time()
             ref = ray.put(value)
             state = FutureState(key, ref, False)
             state.record = TaskRecord(typename(type(value)), sizeof(value), now, now,
                                       ray.get_runtime_context().get_node_id(), os.getpid())
-            with self._lock:
-                self._states[key] = state
+            self._keys.put(state)
             if self._events is not None:
                 self._events.add(state)
         return Future(state, self)
@@ -853,24 +794,11 @@ class Client:
         return run_call(lambda: self._cancel(states, force, reason, msg), self._use_async(asynchronous))
 
     def _cancel(self, states, force, reason, msg=None):
-        interrupted = []
-        for st in self._with_dependents(states).values():
-            if st.status is not Status.PENDING:
-                continue
-            held = self._gate is not None and self._gate.discard(st)
-            waiters = st.cancel(reason, msg)
-            with self._lock:
-                if self._states.get(st.key) is st:
-                    del self._states[st.key]
-            notify(waiters, st)
-            if not held and st.ref is not None and self._safe_to_cancel(st):
-                try:
-                    ray.cancel(st.ref, force=False, recursive=False)
-                    interrupted.append(st)
-                except Exception:  # noqa: BLE001 - already finished or gone
-                    pass
+        interrupted = cancelling.cancel(self._keys, self._gate, states, reason, msg)
         if force and interrupted:
-            self._force_later(interrupted)
+            thread = cancelling.force_later(interrupted)
+            with self._lock:
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
 
     def retry(self, futures, asynchronous=None):
         """Run failed futures' tasks again, under the same keys (Dask's ``Client.retry``).
@@ -888,38 +816,8 @@ class Client:
         states = {}
         for f in futures_of(futures):
             states.setdefault(f.key, f._state)
-        return run_call(lambda: self._retry(list(states.values())), self._use_async(asynchronous))
-
-    def _retry(self, states) -> None:
-        order, seen = [], set()
-
-        def roots_first(st):  # the failed inputs before the task itself, as Dask's scheduler walks them
-            if id(st) in seen or st.spec is None or not _failed(st):
-                return
-            seen.add(id(st))
-            for dep in st.spec.deps:
-                roots_first(dep)
-            order.append(st)
-
-        for st in states:
-            roots_first(st)
-        with self._lock:
-            failed = [st for st in self._states.values() if st.spec is not None and st.deps
-                      and st.status in (Status.ERROR, Status.LOST) and id(st) not in seen]
-        keys = {st.key for st in order}
-        grew = True
-        while grew:  # failed dependents of what runs again, in submission order
-            grew = False
-            for st in failed:
-                if id(st) not in seen and any(k in keys for k in st.deps):
-                    seen.add(id(st))
-                    keys.add(st.key)
-                    order.append(st)
-                    grew = True
-        for st in order:
-            spec = st.spec
-            st.retried(self._dispatcher.submit(spec.func, spec.packed, spec.top_level(), spec.options,
-                                               spec.name))
+        return run_call(lambda: cancelling.retry(self._keys, self._dispatcher, list(states.values())),
+                        self._use_async(asynchronous))
 
     # -- metadata shared by the cluster (raydask.metadata) -----------------------------
     def set_metadata(self, key, value):
@@ -1137,17 +1035,10 @@ class Client:
         Raises:
             ValueError: if none of the futures failed ("No errored futures passed", as Dask).
         """
-        states = self._settled(future)
-        failed = [st for st in states if st.status in (Status.ERROR, Status.LOST)]
-        if not failed:
+        st = recreate.blame(recreate.settled(self._states_for(future)))
+        if st is None:
             raise ValueError("No errored futures passed")
-        st = failed[0]
-        while st.spec is not None:  # Dask's exception_blame: follow failed inputs to the one that raised
-            dep = next((d for d in st.spec.deps if _failed(d)), None)
-            if dep is None:
-                break
-            st = dep
-        return self._run_here(st)
+        return recreate.run_here(st)
 
     def recreate_task_locally(self, future):
         """Run ``future``'s task here, with its inputs' results from the cluster; return its result.
@@ -1160,87 +1051,8 @@ class Client:
         """
         if not isinstance(future, Future):
             raise TypeError(f"recreate_task_locally expects a Future, got {future!r}")
-        (st,) = self._settled(future)
-        return self._run_here(st)
-
-    def _settled(self, futures) -> list:
-        """The states of the futures in ``futures``, each waited for until it ended."""
-        if isinstance(futures, Future):
-            futures = [futures]
-        states = {}
-        for f in futures_of(futures):
-            states.setdefault(f.key, f._state)
-        states = list(states.values())
-        held = [st for st in states if st.ref is None and st.status is Status.PENDING]
-        for st in held:
-            st.wait_dispatched()
-        refresh(states, timeout=None)
-        return states
-
-    def _run_here(self, st):
-        spec = st.spec
-        if spec is None:
-            raise ValueError(
-                f"cannot recreate {st.key!r} locally: its task {st.status.value}, and raydask keeps a "
-                "task's function and arguments only while it is pending or failed")
-        try:
-            values = ray.get([d.ref for d in spec.deps])
-        except ray.exceptions.RayError as err:
-            raise unwrap(err) from None
-        args, kwargs = spec.local_call(values)
-        func = spec.func.func if isinstance(spec.func, limits.Limited) else spec.func  # no time limit here
-        from .calling import call
-
-        return call(func, args, kwargs)
-
-    def _force_later(self, states) -> None:
-        """Kill the worker processes of ``states``' tasks still running after the grace period."""
-        refs = [st.ref for st in states]
-
-        def run():
-            ready, running = ray.wait(refs, num_returns=len(refs), timeout=FORCE_GRACE, fetch_local=False)
-            for ref in running:
-                try:
-                    ray.cancel(ref, force=True, recursive=False)
-                except Exception:  # noqa: BLE001 - ended meanwhile
-                    pass
-
-        thread = threading.Thread(target=run, name="raydask-force-cancel", daemon=True)
-        with self._lock:
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        thread.start()
-
-    def _with_dependents(self, states: dict) -> dict:
-        """``states`` plus every pending key of this client that depends on one of them.
-
-        Dask cancels the dependents of a cancelled future too; Ray would run them
-        (or fail them with a cancellation error) without telling their futures.
-        """
-        with self._lock:
-            pending = [st for st in self._states.values() if st.deps and st.status is Status.PENDING]
-        wanted = dict(states)
-        grew = True
-        while grew:
-            grew = False
-            for st in pending:
-                if st.key not in wanted and any(d in wanted for d in st.deps):
-                    wanted[st.key] = st
-                    grew = True
-        return wanted
-
-    def _safe_to_cancel(self, state) -> bool:
-        """Whether ``ray.cancel`` may be used: every input is ready (RAY-NOTES: a pending
-        small input can crash the driver when its consumer is cancelled)."""
-        deps = state.dep_states
-        if len(deps) < len(state.deps):
-            return False  # inputs we cannot see (a recorded or rebuilt state)
-        if any(d.ref is None for d in deps):
-            return False
-        refs = [d.ref for d in deps]
-        if not refs:
-            return True
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
-        return len(ready) == len(refs)
+        (st,) = recreate.settled(self._states_for(future))
+        return recreate.run_here(st)
 
     # -- diagnostics ------------------------------------------------------------------
     def _recording(self) -> EventLog:
@@ -1309,23 +1121,11 @@ class Client:
         return run_call(lambda: self._story(keys_or_stimuli), self.asynchronous, blocking=True)
 
     def _story(self, keys_or_stimuli) -> list:
-        from . import story
-
-        facts: dict = {}
-        if self._events is not None:  # released keys the log still remembers, and the live ones
-            _, events = self._events.snapshot(0)
-            for ev in events:
-                facts[ev.key] = story.Facts(ev.key, ev.submitted, ev.state, ev.record, ev.scattered)
-        with self._lock:
-            states = list(self._states.values())
+        states = self._keys.snapshot()
         wanted = set(keys_or_stimuli)
         refresh([st for st in states if st.key in wanted])
-        for st in states:
-            record = st.load_record() if st.key in wanted else st.record
-            facts[st.key] = story.Facts(st.key, st.submitted, st.phase(), record,
-                                        st.scattered)
         addresses = {w["node_id"]: w["address"] for w in worker_table()}
-        return story.records(facts.values(), keys_or_stimuli, addresses)
+        return story.collect(self._events, states, keys_or_stimuli, addresses)
 
     # -- cluster information ----------------------------------------------------------
     def get_scheduler_logs(self, n=None):
@@ -1336,8 +1136,7 @@ class Client:
             line's level is read off the line.
         """
         self._check_running()
-        return run_call(lambda: records(cluster_logs(False, True, False)["Scheduler"], n),
-                        self.asynchronous, blocking=True)
+        return run_call(lambda: admin.scheduler_logs(n), self.asynchronous, blocking=True)
 
     def get_worker_logs(self, n=None, workers=None, nanny=False):
         """``{worker address: [(level, line), ...]}``, each newest first, at most ``n`` lines.
@@ -1352,13 +1151,7 @@ class Client:
             another machine has an empty log.
         """
         self._check_running()
-        wanted = True if workers is None else list(workers)
-
-        def read():
-            logs = cluster_logs(False, False, wanted, processes=not nanny)
-            return {address: records(log, n) for address, log in logs.items()}
-
-        return run_call(read, self.asynchronous, blocking=True)
+        return run_call(lambda: admin.worker_logs(n, workers, nanny), self.asynchronous, blocking=True)
 
     def scheduler_info(self, **kwargs) -> dict:
         """Dask's ``scheduler_info()`` shape: the cluster and its workers by address.
@@ -1374,24 +1167,8 @@ class Client:
             A worker's ``metrics`` holds only ``time``: Ray keeps no per-node task
             counts, memory or transfer figures without its dashboard process.
         """
-        table = worker_table()
-        now = time.time()
-        started = session_started(table)
-        if started is None:
-            started = self._events.started if self._events else now
-        live = {"status": "running", "nanny": None, "services": {}, "last_seen": now}
-        return {
-            "type": "Scheduler",
-            "id": self.cluster.scheduler_address,
-            "address": self.cluster.scheduler_address,
-            "services": {"dashboard": self._dashboard.port} if self._dashboard else {},
-            "started": started,
-            "n_workers": len(table),
-            "total_threads": sum(w["nthreads"] for w in table),
-            "total_memory": sum(w["memory_limit"] for w in table),
-            "workers": {w["address"]: {k: v for k, v in w.items() if k != "address"}
-                        | live | {"id": w["address"], "metrics": {"time": now}} for w in table},
-        }
+        return admin.scheduler_info(self.cluster, self._dashboard.port if self._dashboard else None,
+                                    self._events.started if self._events else None)
 
     def get_versions(self, check=False, packages=None):
         """``{"scheduler": {...}, "workers": {address: {...}}, "client": {...}}``: what runs where.
@@ -1413,19 +1190,7 @@ class Client:
         if not isinstance(check, bool):
             raise TypeError(f"check must be True or False, got {check!r}")
         self._check_running()
-        return run_call(lambda: self._get_versions(check, extra), self.asynchronous, blocking=True)
-
-    def _get_versions(self, check, packages) -> dict:
-        # the head always has its node resource, even when it offers no CPU (raydask.Scheduler)
-        head = _on_head(versions.versions).remote(packages)
-        workers = run_on_nodes(versions.versions, (packages,), {}, None, worker_table())
-        result = {"scheduler": ray.get(head), "workers": dict(zip(workers, ray.get(list(workers.values())))),
-                  "client": versions.versions(packages)}
-        if check:
-            rows = versions.mismatches(result["client"], result["scheduler"], result["workers"])
-            if rows:
-                warnings.warn(versions.mismatch_message(rows), stacklevel=3)
-        return result
+        return run_call(lambda: admin.versions_everywhere(check, extra), self.asynchronous, blocking=True)
 
     def nthreads(self, workers=None, **kwargs) -> dict:
         """``{worker address: threads}`` (Ray CPUs per node).
@@ -1434,11 +1199,7 @@ class Client:
             workers: an address or name, or a list of them (exact matches, as Dask's
                 scheduler); default: every worker.
         """
-        if workers is not None:
-            wanted = {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
-        return run_call(lambda: {w["address"]: w["nthreads"] for w in worker_table()
-                                 if workers is None or w["address"] in wanted or str(w["name"]) in wanted},
-                        self.asynchronous)
+        return run_call(lambda: admin.nthreads(workers), self.asynchronous)
 
     ncores = nthreads
 
@@ -1460,32 +1221,12 @@ class Client:
             as reported by the task itself; Ray's copies on other nodes and
             recomputations after a node left are not tracked.
         """
-        return run_call(lambda: self._who_has(self._states_for(futures)), self.asynchronous)
-
-    def _who_has(self, states) -> dict:
-        refresh(states)
-        addresses = {w["node_id"]: w["address"] for w in worker_table()}
-        return {
-            st.key: [addresses[st.load_record().node_id]] if st.status is Status.FINISHED
-            and st.load_record() is not None and st.record.node_id in addresses else []
-            for st in states
-        }
+        return run_call(lambda: admin.who_has(self._states_for(futures)), self.asynchronous)
 
     def has_what(self, workers=None, **kwargs) -> dict:
         """``{worker address: [keys]}``: the inverse of :meth:`who_has`, every worker listed."""
-        table = worker_table()
-        if workers is not None:
-            wanted = {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
-            table = [w for w in table if {w["address"], str(w["name"]), w["node_id"]} & wanted]
-        return run_call(lambda: self._has_what(table), self.asynchronous)
-
-    def _has_what(self, table) -> dict:
-        out = {w["address"]: [] for w in table}
-        for key, where in self._who_has(self._states_for(None)).items():
-            for address in where:
-                if address in out:
-                    out[address].append(key)
-        return out
+        table = admin.select(worker_table(), workers)
+        return run_call(lambda: admin.has_what(self._keys.snapshot(), table), self.asynchronous)
 
     def processing(self, workers=None) -> dict:
         """``{worker address: [keys]}``: this client's tasks that Ray has handed to each worker
@@ -1500,24 +1241,8 @@ class Client:
             and leaves when it ends.  Only this client's tasks are known.  One
             GCS call per running task (1-2 ms each).
         """
-        table = worker_table()
-        if workers is not None:
-            wanted = {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
-            table = [w for w in table if {w["address"], str(w["name"]), w["node_id"]} & wanted]
-        return run_call(lambda: self._processing(table), self.asynchronous, blocking=True)
-
-    def _processing(self, table) -> dict:
-        out = {w["address"]: [] for w in table}
-        with self._lock:
-            states = [st for st in self._states.values() if st.phase() == "processing"]
-        refresh(states)
-        by_task = {st.ref.task_id().binary(): st for st in states if st.status is Status.PENDING}
-        addresses = {w["node_id"]: w["address"] for w in table}
-        for task_id, timing in (raycompat.task_timings(list(by_task)) or {}).items():
-            ended = {"FINISHED", "FAILED"} & set(timing.states)
-            if timing.node_id in addresses and not ended:
-                out[addresses[timing.node_id]].append(by_task[task_id].key)
-        return out
+        table = admin.select(worker_table(), workers)
+        return run_call(lambda: admin.processing(self._keys.snapshot(), table), self.asynchronous, blocking=True)
 
     def retire_workers(self, workers=None, close_workers=True, **kwargs):
         """Remove workers; ``{address: worker info}`` of those retired.
@@ -1551,18 +1276,8 @@ class Client:
         if unknown:
             raise TypeError(f"retire_workers got unsupported arguments {sorted(unknown)!r}")
         self._check_running()
-        cluster = self.cluster
-
-        def retire():
-            chosen = workers
-            if chosen is None:
-                idle = set(cluster.idle_workers())  # never the head: it is not the cluster's to remove
-                chosen = [w["address"] for w in worker_table() if w["node_id"] in idle]
-            info = self.scheduler_info()["workers"]
-            rows = cluster._retire(chosen)
-            return {w["address"]: dict(info.get(w["address"], w), status="closed") for w in rows}
-
-        return run_call(retire, self.asynchronous, blocking=True)
+        return run_call(lambda: admin.retire_workers(self.cluster, workers, self.scheduler_info()["workers"]),
+                        self.asynchronous, blocking=True)
 
     def nbytes(self, keys=None, summary=True, **kwargs) -> dict:
         """``{key: bytes}`` of each finished result, or, ``summary=True``, summed by key prefix.
@@ -1577,27 +1292,21 @@ class Client:
         """
         if keys is not None:
             keys = [keys] if isinstance(keys, (str, tuple)) else list(keys)
-        return run_call(lambda: self._nbytes(keys, summary), self.asynchronous)
+        return run_call(lambda: admin.nbytes(self._states_of_keys(keys), summary), self.asynchronous)
 
-    def _nbytes(self, keys, summary) -> dict:
+    def _states_of_keys(self, keys) -> list:
+        """The states of ``keys`` (None: every key held).
+
+        Raises:
+            KeyError: for the first key this client does not hold.
+        """
+        if keys is None:
+            return self._keys.snapshot()
         with self._lock:
-            if keys is None:
-                states = list(self._states.values())
-            else:
-                missing = [k for k in keys if k not in self._states]
-                if missing:
-                    raise KeyError(missing[0])
-                states = [self._states[k] for k in keys]
-        refresh(states)
-        sizes = {st.key: st.load_record().nbytes for st in states
-                 if st.status is Status.FINISHED and st.load_record() is not None}
-        if not summary:
-            return sizes
-        out: dict = {}
-        for key, n in sizes.items():
-            prefix = key_split(key)
-            out[prefix] = out.get(prefix, 0) + n
-        return out
+            missing = [k for k in keys if k not in self._states]
+            if missing:
+                raise KeyError(missing[0])
+            return [self._states[k] for k in keys]
 
     def futures_of(self, futures):
         """The Futures inside ``futures`` (Dask's wrapper of :func:`futures_of` with ``client=self``).
@@ -1607,10 +1316,12 @@ class Client:
         """
         return futures_of(futures, client=self)
 
-    def _states_for(self, futures):
+    def _states_for(self, futures) -> list:
+        """The states of the futures in ``futures``, one per key (None: every key held)."""
         if futures is None:
-            with self._lock:
-                return list(self._states.values())
+            return self._keys.snapshot()
+        if isinstance(futures, Future):
+            futures = [futures]
         states = {}
         for f in futures_of(futures):
             states.setdefault(f.key, f._state)
@@ -1642,7 +1353,7 @@ class Client:
         refs = run_on_nodes(function, args, kwargs, workers, worker_table())
         if not wait:
             return run_call(lambda: None, self.asynchronous)
-        return run(_collect_runs(refs, on_error), self.asynchronous)
+        return run(admin.run(refs, on_error), self.asynchronous)
 
     def run_on_scheduler(self, function, *args, **kwargs):
         """Run ``function(*args, **kwargs)`` where raydask's scheduler lives: this client's process.
@@ -1724,26 +1435,7 @@ class Client:
         return run_call(lambda: self._restart(timeout, wait_for_workers), self.asynchronous, blocking=True)
 
     def _restart(self, timeout, wait_for_workers):
-        with self._lock:
-            states = list(self._states.values())
-        gate = self._gate
-        held = {st.key for st in states if gate is not None and gate.discard(st)}  # never Ray tasks
-        stoppable = {st.key for st in states if st.key not in held and st.ref is not None
-                     and st.status is Status.PENDING and self._safe_to_cancel(st)}
-        with self._lock:
-            self._states.clear()
-            self._keep_alive.clear()
-        for st in states:
-            st.cancel_reason = "scheduler-restart"
-            waiters = st.settle(Status.CANCELLED, exception=FutureCancelledError(
-                st.key, "scheduler-restart", "Scheduler has restarted. Please re-run your work."), force=True)
-            notify(waiters, st)
-            if st.key in stoppable:
-                try:
-                    ray.cancel(st.ref, force=False, recursive=False)
-                except Exception:  # noqa: BLE001 - already finished or gone
-                    pass
-        self._dispatcher.clear()
+        cancelling.cancel_all(self._keys, self._gate, self._dispatcher)
         if wait_for_workers and isinstance(self.cluster, LocalCluster):
             self.cluster.wait_for_workers(self.cluster.target, timeout)
 
@@ -1782,22 +1474,15 @@ class Client:
                 "worker by stopping its Ray node and starting a new one, and the nodes of a cluster it joined "
                 "were started by someone else (use Ray's own tools, e.g. `ray stop` on that machine)")
 
-        def restart():
-            out = cluster._restart(list(workers), limit)
-            late = [w for w, status in out.items() if status != "OK"]
-            if late and raise_for_error:
-                raise TimeoutError(f"{len(late)}/{len(out)} worker(s) did not restart within {limit}s: {late}")
-            return out
-
-        return run_call(restart, self.asynchronous, blocking=True)
+        return run_call(lambda: admin.restart_workers(cluster, workers, limit, raise_for_error), self.asynchronous,
+                        blocking=True)
 
     # -- actors, published datasets, executor (raydask.actor, raydask.datasets, raydask.executor)
     def _submit_actor(self, cls, args, kwargs, key, workers, resources, allow_other_workers):
         """``submit(cls, actor=True)``: a Ray actor, and a Future whose value is its proxy."""
         key = f"{funcname(cls)}-{uuid.uuid4()}" if key is None else key  # actors are never pure
         validate_key(key)
-        with self._lock:
-            state = self._states.get(key)
+        state = self._keys.get(key)
         if state is not None:
             return Future(state, self)
         placement = self._placement(workers, allow_other_workers) if workers is not None else None
@@ -1878,10 +1563,7 @@ class Client:
             self._dask_config = None
         if self._dashboard is not None:
             self._dashboard.stop()
-        with self._lock:
-            states = list(self._states.values())
-            self._states.clear()
-            self._keep_alive.clear()
+        states = self._keys.clear()
         if self._gate is not None:
             self._gate.close()  # before the states: nothing more is released to Ray
         for st in states:
@@ -1919,27 +1601,6 @@ def _takes(function, name) -> bool:
         return False
 
 
-@functools.cache
-def _on_head(function):
-    """``function`` as a zero-CPU Ray task pinned to the head node, made once per function."""
-    return ray.remote(num_cpus=0, max_retries=0, resources={"node:__internal_head__": 0.001})(function)
-
-
-def _collect_runs(refs, on_error):
-    """``Client.run``'s results by worker address, as steps (see :mod:`raydask.awaiting`)."""
-    results = {}
-    for address, ref in refs.items():
-        try:
-            results[address] = yield get_one(ref)
-        except ray.exceptions.RayError as err:
-            exc = unwrap(err)
-            if on_error == "raise":
-                raise exc from None
-            if on_error == "return":
-                results[address] = exc
-    return results
-
-
 def _demand(options) -> dict:
     """What a task holds while it runs, in Ray's resource names (for the priority gate's window)."""
     if not options:
@@ -1950,24 +1611,6 @@ def _demand(options) -> dict:
     for name, amount in (options.get("resources") or {}).items():
         demand[name] = float(amount)
     return demand
-
-
-def _failed(state) -> bool:
-    """Whether ``state``'s task is known to have failed (settling it if it ended)."""
-    if state.status is Status.PENDING:
-        notify(state.poll(), state)
-    return state.status in (Status.ERROR, Status.LOST)
-
-
-def _settle(states) -> None:
-    """Settle pending ``states`` whose values were fetched: their tasks finished.
-
-    Their records (where and when they ran) arrive with their receipts
-    (:mod:`raydask.receipts`), read if asked for (``FutureState.load_record``).
-    """
-    for st in states:
-        if st.status is Status.PENDING and st.ref is not None:
-            notify(st.settle(Status.FINISHED), st)
 
 
 def futures_of(obj, client=None) -> list:
@@ -1990,14 +1633,6 @@ def futures_of(obj, client=None) -> list:
             raise FuturesCancelledError([CancelledFuturesGroup(errors=errors, reason=reason)
                                          for reason, errors in by_reason.items()])
     return futures
-
-
-def _substitute(obj, values, bad):
-    """Put values where the futures were.  With ``errors="skip"``, as Dask: a failed
-    future is dropped from a top-level list and becomes None anywhere else."""
-    if isinstance(obj, list) and bad:
-        obj = [v for v in obj if not (isinstance(v, Future) and v.key in bad)]
-    return structure.walk(obj, lambda x: values.get(x.key) if isinstance(x, Future) else structure.KEEP)
 
 
 def ensure_default_client(client):
@@ -2027,12 +1662,11 @@ def fire_and_forget(obj):
     for f in futures_of(obj):
         client = f.client
         st = f._state
-        with client._lock:
-            client._keep_alive.add(st)
-        if st.add_waiter(quick(lambda s, c=client: c._keep_alive.discard(s))):
+        client._keys.keep(st)
+        if st.add_waiter(quick(lambda s, keys=client._keys: keys.unkeep(s))):
             st.watch(client._settler)
         else:
-            client._keep_alive.discard(st)
+            client._keys.unkeep(st)
 
 
 _cluster.client_class = Client  # Cluster.get_client builds this (the cluster cannot import its client)

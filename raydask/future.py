@@ -417,6 +417,13 @@ def notify(waiters, state) -> None:
         waiter(state)
 
 
+def has_failed(state) -> bool:
+    """Whether ``state``'s task is known to have failed (settling it if it ended)."""
+    if state.status is Status.PENDING:
+        notify(state.poll(), state)
+    return state.status in (Status.ERROR, Status.LOST)
+
+
 class Future:
     """A remotely running computation (``distributed.Future``'s API).
 

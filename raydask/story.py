@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Facts", "records"]
+__all__ = ["Facts", "collect", "records"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +67,22 @@ def records(facts, keys_or_stimuli, addresses: dict) -> list[tuple]:
         out += rows if f.key in wanted else [r for r in rows if r[-2] in wanted]
     out.sort(key=lambda r: r[-1])
     return out
+
+
+def collect(log, states, keys_or_stimuli, addresses: dict) -> list[tuple]:
+    """``Client.story``: the records of ``keys_or_stimuli`` from the client's held ``states`` and,
+    for released keys, its event log ``log`` (None: the client keeps none).
+
+    The caller settles the states asked about; their records are waited for here
+    (:meth:`~raydask.future.FutureState.load_record`).
+    """
+    facts: dict = {}
+    if log is not None:  # released keys the log still remembers, and the live ones
+        _, events = log.snapshot(0)
+        for ev in events:
+            facts[ev.key] = Facts(ev.key, ev.submitted, ev.state, ev.record, ev.scattered)
+    wanted = set(keys_or_stimuli)
+    for st in states:
+        record = st.load_record() if st.key in wanted else st.record
+        facts[st.key] = Facts(st.key, st.submitted, st.phase(), record, st.scattered)
+    return records(facts.values(), keys_or_stimuli, addresses)

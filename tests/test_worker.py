@@ -85,12 +85,12 @@ def test_fire_and_forget_keeps_work_alive(client, tmp_path):
     del f
     gc.collect()
     assert key not in client.futures
-    assert [s.key for s in client._keep_alive] == [key]
+    assert [s.key for s in client._keys.keep_alive] == [key]
     go.write_text("")
     deadline = time.monotonic() + 20
-    while client._keep_alive and time.monotonic() < deadline:
+    while client._keys.keep_alive and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not client._keep_alive
+    assert not client._keys.keep_alive
     assert path.read_text() == "yes"
 
 
