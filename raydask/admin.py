@@ -19,7 +19,7 @@ import ray.exceptions
 
 from . import raycompat, versions
 from .awaiting import get_one
-from .cluster import LocalCluster, cluster_logs, session_started, worker_table
+from .cluster import LocalCluster, cluster_logs, session_started, wanted_workers, worker_table
 from .errors import unwrap
 from .future import Status
 from .keys import key_split
@@ -30,19 +30,6 @@ __all__ = [
     "has_what", "nbytes", "nthreads", "processing", "restart_workers", "retire_workers", "run", "scheduler_info",
     "scheduler_logs", "versions_everywhere", "who_has", "worker_logs",
 ]
-
-
-def _wanted(workers) -> set:
-    """Dask's ``workers=``: an address or name, or a list of them, as strings."""
-    return {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
-
-
-def select(table, workers) -> list:
-    """The rows of ``table`` named by ``workers`` (addresses, names or node ids; None: all)."""
-    if workers is None:
-        return table
-    wanted = _wanted(workers)
-    return [w for w in table if {w["address"], str(w["name"]), w["node_id"]} & wanted]
 
 
 def scheduler_info(cluster, dashboard_port, log_started) -> dict:
@@ -89,7 +76,7 @@ def versions_everywhere(check, packages) -> dict:
 
 def nthreads(workers) -> dict:
     """``{worker address: threads}``; ``workers`` matched exactly by address or name, as Dask's scheduler."""
-    wanted = None if workers is None else _wanted(workers)
+    wanted = None if workers is None else wanted_workers(workers)
     return {w["address"]: w["nthreads"] for w in worker_table()
             if wanted is None or w["address"] in wanted or str(w["name"]) in wanted}
 

@@ -39,7 +39,7 @@ from . import (actor, admin, arguments, cancelling, datasets, gathering, limits,
                story, structure, topics, versions)
 from . import cluster as _cluster, context as _context
 from .awaiting import LoopThread, StartOnce, in_loop, run, run_call
-from .cluster import LocalCluster, RayCluster, _ClusterBase, worker_table
+from .cluster import LocalCluster, RayCluster, _ClusterBase, select_workers, worker_table
 from .errors import (CancelledFuturesGroup, ClosedClientError, FutureCancelledError, FuturesCancelledError, fresh,
                      task_traceback, unwrap)
 from .events import EventLog
@@ -63,9 +63,6 @@ __all__ = [
 
 logger = logging.getLogger("raydask")
 
-#: Seconds a cancelled running task may ignore Ray's interrupt before ``cancel(force=True)``
-#: ends its worker process.
-FORCE_GRACE = cancelling.FORCE_GRACE
 #: ``fifo_timeout``'s default, "100 ms", in seconds (parsed once, not per submit).
 FIFO_TIMEOUT = 0.1
 
@@ -775,7 +772,7 @@ class Client:
 
         Args:
             force: also end the worker process of a running task that ignores the
-                interrupt for :data:`FORCE_GRACE` seconds.
+                interrupt for :data:`raydask.cancelling.FORCE_GRACE` seconds.
 
         Differences from dask.distributed:
             A task already running when cancelled is interrupted by Ray
@@ -1225,7 +1222,7 @@ class Client:
 
     def has_what(self, workers=None, **kwargs) -> dict:
         """``{worker address: [keys]}``: the inverse of :meth:`who_has`, every worker listed."""
-        table = admin.select(worker_table(), workers)
+        table = select_workers(worker_table(), workers)
         return run_call(lambda: admin.has_what(self._keys.snapshot(), table), self.asynchronous)
 
     def processing(self, workers=None) -> dict:
@@ -1241,7 +1238,7 @@ class Client:
             and leaves when it ends.  Only this client's tasks are known.  One
             GCS call per running task (1-2 ms each).
         """
-        table = admin.select(worker_table(), workers)
+        table = select_workers(worker_table(), workers)
         return run_call(lambda: admin.processing(self._keys.snapshot(), table), self.asynchronous, blocking=True)
 
     def retire_workers(self, workers=None, close_workers=True, **kwargs):
@@ -1571,7 +1568,7 @@ class Client:
         with self._lock:
             threads, self._threads = self._threads, []
         for thread in threads:
-            thread.join(timeout=FORCE_GRACE + 5)
+            thread.join(timeout=cancelling.FORCE_GRACE + 5)
         self._settler.close()
         if self._sink is not None:
             receipts.leave(self._sink)

@@ -41,7 +41,7 @@ from .logs import Log, Logs, gcs_log, node_log
 from .nodes import SchedulerState, cluster_uses_token, local_raylets, raylet_of
 from .reaper import Reaper
 
-__all__ = ["Adaptive", "LocalCluster", "RayCluster", "local_ray_addresses", "worker_table"]
+__all__ = ["Adaptive", "LocalCluster", "RayCluster", "local_ray_addresses", "select_workers", "wanted_workers", "worker_table"]
 
 logger = logging.getLogger("raydask")
 
@@ -115,6 +115,19 @@ def _runs_tasks(resources) -> bool:
     """Whether a node offers anything a task can ask for (CPU, GPU, custom resources)."""
     return any(not k.startswith("node:") and k not in ("memory", "object_store_memory") and v > 0
                for k, v in resources.items())
+
+
+def wanted_workers(workers) -> set:
+    """Dask's ``workers=``: an address, name or node id, or an iterable of them, as strings."""
+    return {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
+
+
+def select_workers(table, workers) -> list:
+    """The rows of ``table`` that ``workers`` names by address, name or node id (None: all)."""
+    if workers is None:
+        return table
+    wanted = wanted_workers(workers)
+    return [w for w in table if {w["address"], str(w["name"]), w["node_id"]} & wanted]
 
 
 def worker_table(nodes=None) -> list[dict]:
@@ -249,15 +262,13 @@ def _removable_rows(cluster, workers) -> list[dict]:
         TypeError: ``workers`` is not a list of names or addresses.
         ValueError: one of them is the head node.
     """
-    if isinstance(workers, (str, int)):
-        workers = [workers]
     try:
-        wanted = {str(w) for w in workers}
+        wanted_workers(workers)
     except TypeError:
         raise TypeError(f"workers must be a list of worker names or addresses, got {workers!r}") from None
     if cluster.status is not ClusterStatus.RUNNING:
         raise RuntimeError(f"cannot scale a cluster that is {cluster.status.value}")
-    table = [w for w in worker_table() if {w["address"], str(w["name"]), w["node_id"]} & wanted]
+    table = select_workers(worker_table(), workers)
     head = [w["address"] for w in table if w["is_head"]]
     if head:
         raise ValueError(f"worker {head[0]!r} is Ray's head node, which holds the cluster's state: "

@@ -25,6 +25,7 @@ import ray
 from . import raycompat
 from .calling import run_coroutine
 from .arguments import _resources, _retries
+from .cluster import select_workers, wanted_workers
 from .context import get_worker
 from .direct import DirectSubmitter
 from .errors import capture
@@ -500,8 +501,8 @@ def run_on_nodes(function, args, kwargs, workers, table) -> dict:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if workers is not None:
-        wanted = {str(w) for w in ([workers] if isinstance(workers, (str, int)) else workers)}
-        table = [w for w in table if {w["address"], str(w["name"]), w["node_id"]} & wanted]
+        wanted = wanted_workers(workers)
+        table = select_workers(table, workers)
         if not table and wanted:  # ``workers=[]``: nowhere, as Dask's ``run`` ({})
             raise ValueError(f"no worker matches {sorted(wanted)!r}")
     if _call_on_node_remote is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import pickle
 import threading
 
+from .context import default_client
 from .keys import key_split, parse_timedelta
 
 __all__ = ["get_task_stream", "records", "stream_source", "task_stream", "task_stream_figure"]
@@ -196,8 +197,6 @@ class get_task_stream:
         self._plot = plot
         self._filename = filename
         if client is None:
-            from .context import default_client
-
             client = default_client()
         self.client = client
         self._before = None

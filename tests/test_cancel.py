@@ -14,7 +14,7 @@ import psutil
 import pytest
 import ray
 
-from raydask.client import FORCE_GRACE
+from raydask.cancelling import FORCE_GRACE
 
 pytestmark = pytest.mark.timeout(90)
 
