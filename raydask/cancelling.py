@@ -111,7 +111,6 @@ def cancel_all(registry, gate, dispatcher) -> None:
                  and st.status is Status.PENDING and safe_to_cancel(st)}
     registry.clear()
     for st in states:
-        st.cancel_reason = "scheduler-restart"
         waiters = st.settle(Status.CANCELLED, exception=FutureCancelledError(
             st.key, "scheduler-restart", "Scheduler has restarted. Please re-run your work."), force=True)
         notify(waiters, st)

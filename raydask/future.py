@@ -87,6 +87,28 @@ def _stamp() -> float:
 #: Locks the states share, picked by identity: a lock of its own cost each pending task
 #: 88 bytes, and a state holds its lock only for a few assignments, never calling out.
 _LOCKS = tuple(threading.Lock() for _ in range(64))
+_NLOCKS = len(_LOCKS)
+
+#: Bits of ``FutureState._flags``.
+_SCATTERED, _DROPPED, _WATCHED = 1, 2, 4
+
+
+class _OnDispatch:
+    """A waiter for a held task's dispatch, kept among the state's outcome waiters."""
+
+    __slots__ = ("event",)
+
+    def __init__(self, event):
+        self.event = event
+
+
+def _take_dispatch_waiters(state) -> list:
+    """Remove and return the events waiting for ``state``'s dispatch (hold its lock)."""
+    waiters = state._waiters
+    if not waiters or not any(type(w) is _OnDispatch for w in waiters):
+        return []
+    state._waiters = [w for w in waiters if type(w) is not _OnDispatch]
+    return [w.event for w in waiters if type(w) is _OnDispatch]
 
 
 class FutureState:
@@ -109,30 +131,29 @@ class FutureState:
     A ``listener`` (the dashboard's event log) is told of every change.
     """
 
+    # Every slot is 8 bytes for each pending task (10,000 pending futures are a
+    # benchmark row): three flags share ``_flags``, the lock is picked by identity,
+    # and the waiters for the dispatch share the list of the waiters for the outcome.
     __slots__ = (
-        "key", "ref", "scattered", "_dep_keys", "dep_states", "status", "record", "exception",
-        "cancel_reason", "priority", "submitted", "dropped", "listener", "_lock", "_waiters",
-        "_dispatch_waiters", "_watched", "refcount", "spec", "__weakref__",
+        "key", "ref", "_flags", "_dep_keys", "dep_states", "status", "record", "exception",
+        "priority", "submitted", "listener", "_waiters", "refcount", "spec", "__weakref__",
     )
 
     def __init__(self, key, ref, task=True, deps=(), dep_states=(), priority=0, listener=None, held=False):
         self.key = key
         self.ref = ref
-        self.scattered = not (task or held)  # ``task``: a Ray task makes the value
+        scattered = not (task or held)  # ``task``: a Ray task makes the value
+        self._flags = _SCATTERED if scattered else 0
         self._dep_keys = deps  # None: the keys of ``dep_states`` (read from them while pending)
         self.dep_states = dep_states  # the dependencies' states while this one is pending (for phase())
-        self.status = Status.FINISHED if self.scattered else Status.PENDING
+        self.status = Status.FINISHED if scattered else Status.PENDING
         self.record: TaskRecord | None = None
         self.exception: BaseException | None = None
-        self.cancel_reason = None
         self.priority = priority
         self.submitted = _stamp()
-        self.dropped = False
         self.listener = listener
-        self._lock = _LOCKS[(id(self) >> 4) % len(_LOCKS)]
-        self._waiters: tuple | list | None = ()  # () none yet, None once settled
-        self._dispatch_waiters: list | None = None
-        self._watched = False
+        # () none yet, None once settled; an _OnDispatch among them waits for the dispatch only
+        self._waiters: tuple | list | None = ()
         self.refcount = 0
         self.spec = None  # raydask.scheduling.TaskSpec while pending or failed: for retry, recreate
 
@@ -141,6 +162,20 @@ class FutureState:
         """The dependencies' keys, for the graph and for safe cancelling."""
         keys = self._dep_keys
         return keys if keys is not None else tuple(d.key for d in self.dep_states)
+
+    @property
+    def scattered(self) -> bool:
+        """Data the client put into the object store: no task made it, finished from birth."""
+        return bool(self._flags & _SCATTERED)
+
+    @property
+    def dropped(self) -> bool:
+        """The client let go of its last Future of this key (:meth:`drop`)."""
+        return bool(self._flags & _DROPPED)
+
+    @property
+    def _lock(self):
+        return _LOCKS[(id(self) >> 4) % _NLOCKS]
 
     @property
     def held(self) -> bool:
@@ -154,8 +189,8 @@ class FutureState:
             if self.ref is not None:
                 return
             self.ref = ref
-            events, self._dispatch_waiters = self._dispatch_waiters or (), None
-            watch = self._watched
+            events = _take_dispatch_waiters(self)
+            watch = self._flags & _WATCHED
         for event in events:
             event.set()
         if watch and settler is not None and self.status is Status.PENDING:
@@ -173,8 +208,8 @@ class FutureState:
             if self.status is not Status.PENDING and not force:
                 return []
             self.status, self.record, self.exception = status, record, exception
+            events = _take_dispatch_waiters(self)
             waiters, self._waiters = self._waiters or [], None
-            events, self._dispatch_waiters = self._dispatch_waiters or (), None
         if self._dep_keys is None:
             self._dep_keys = tuple(d.key for d in self.dep_states)
         self.dep_states = ()  # the graph keeps the keys; the states may go
@@ -201,7 +236,8 @@ class FutureState:
                 return False
             self.ref = ref
             self.status, self.record, self.exception = Status.PENDING, None, None
-            self._waiters, self._watched = (), False
+            self._waiters = ()
+            self._flags &= ~_WATCHED
         listener = self.listener
         if listener is not None:
             listener(self)
@@ -209,7 +245,7 @@ class FutureState:
 
     def drop(self) -> None:
         """The client released its last Future of this key (the task may still run)."""
-        self.dropped = True
+        self._flags |= _DROPPED
         self.spec = None
         listener = self.listener
         if listener is not None:
@@ -221,7 +257,8 @@ class FutureState:
         if error is None:
             return self.settle(Status.FINISHED)
         if isinstance(error, ray.exceptions.TaskCancelledError):
-            return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, self.cancel_reason))
+            # cancelled in Ray by somebody else: raydask's own cancels settled it already
+            return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key))
         if isinstance(error, (ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)):
             return self.settle(Status.LOST, exception=unwrap(error, self.key, ref=self.ref))
         exc = unwrap(error, self.key, ref=self.ref)
@@ -231,7 +268,6 @@ class FutureState:
         return self.settle(Status.ERROR, record, exception=exc)
 
     def cancel(self, reason=None, msg=None) -> list:
-        self.cancel_reason = reason
         return self.settle(Status.CANCELLED, exception=FutureCancelledError(self.key, reason, msg))
 
     # -- derived views ------------------------------------------------------------------
@@ -267,9 +303,10 @@ class FutureState:
         with self._lock:
             if self.ref is not None or self.status is not Status.PENDING:
                 return False
-            if self._dispatch_waiters is None:
-                self._dispatch_waiters = []
-            self._dispatch_waiters.append(event)
+            if self._waiters:
+                self._waiters.append(_OnDispatch(event))
+            else:
+                self._waiters = [_OnDispatch(event)]
         return True
 
     def add_waiter(self, fn) -> bool:
@@ -285,7 +322,8 @@ class FutureState:
 
     def waited(self) -> bool:
         """Pending, and somebody waits for it to settle (:meth:`add_waiter`)."""
-        return bool(self._waiters)
+        waiters = self._waiters
+        return bool(waiters) and any(type(w) is not _OnDispatch for w in waiters)
 
     def remove_waiter(self, fn) -> None:
         with self._lock:
@@ -298,9 +336,9 @@ class FutureState:
         A held task is watched from the moment it is dispatched.
         """
         with self._lock:
-            if self._watched or self.status is not Status.PENDING:
+            if self._flags & _WATCHED or self.status is not Status.PENDING:
                 return
-            self._watched = True
+            self._flags |= _WATCHED
             ref = self.ref
         if ref is not None:
             on_ready(ref, lambda state=self: settler.arrived(state))
