@@ -105,10 +105,12 @@ class _OnDispatch:
 def _take_dispatch_waiters(state) -> list:
     """Remove and return the events waiting for ``state``'s dispatch (hold its lock)."""
     waiters = state._waiters
-    if not waiters or not any(type(w) is _OnDispatch for w in waiters):
+    if not waiters:
         return []
-    state._waiters = [w for w in waiters if type(w) is not _OnDispatch]
-    return [w.event for w in waiters if type(w) is _OnDispatch]
+    dispatch = [w.event for w in waiters if type(w) is _OnDispatch]
+    if dispatch:
+        state._waiters = [w for w in waiters if type(w) is not _OnDispatch]
+    return dispatch
 
 
 class FutureState:
@@ -245,7 +247,8 @@ class FutureState:
 
     def drop(self) -> None:
         """The client released its last Future of this key (the task may still run)."""
-        self._flags |= _DROPPED
+        with self._lock:  # ``_flags`` is shared with watch(): a lost bit would keep the log's row live
+            self._flags |= _DROPPED
         self.spec = None
         listener = self.listener
         if listener is not None:
