@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Iterator
 
 import ray
@@ -500,7 +501,7 @@ class Client:
         """
         with self._lock:
             if self._listener is None:
-                self._listener = False if _context.in_task() else Listener()
+                self._listener = False if _context.in_task() else Listener(on_secede=_on_secede(self))
 
     def _lost_dependencies(self, key, dep_keys, priority):
         """A task with a cancelled input: cancelled at once, never a Ray task (as in Dask).
@@ -517,15 +518,27 @@ class Client:
         """Hold tasks client-side from now on, to start them by priority (raydask.priority)."""
         from .priority import Gate
 
+        if self._listener is None:
+            self._listen()
         with self._lock:
             if self._gate is None:
                 self._gate = Gate(self._settler)
+                if self._listener:  # tasks that wait on their children report through the actor
+                    self._listener.make_actor()
             return self._gate
+
+    def _seceded(self, task_id) -> None:
+        """A task reported it waits on its children (raydask.messages): free its slot if it is ours."""
+        gate = self._gate
+        if gate is not None:
+            gate.seceded(task_id)
 
     def _stop_gate(self) -> None:
         """Go back to the default path (nothing held any more; for tests that share a client)."""
         with self._lock:
             gate, self._gate = self._gate, None
+        if gate is not None and self._listener:
+            self._listener.make_actor(False)
         if gate is not None:
             for st in gate.close():
                 notify(st.cancel("priority gate stopped"), st)
@@ -1608,6 +1621,19 @@ def _demand(options) -> dict:
     for name, amount in (options.get("resources") or {}).items():
         demand[name] = float(amount)
     return demand
+
+
+def _on_secede(client):
+    """The listener's callback for a task that waits on its children; it holds the client
+    weakly, so the listener's thread keeps no client alive."""
+    ref = weakref.ref(client)
+
+    def on_secede(task_id):
+        c = ref()
+        if c is not None:
+            c._seceded(task_id)
+
+    return on_secede
 
 
 def futures_of(obj, client=None) -> list:

@@ -21,7 +21,7 @@ import ray
 from . import raycompat, topics
 from .cluster import worker_table
 
-__all__ = ["as_current", "current_client", "default_client", "get_worker", "in_task", "rejoin", "secede"]
+__all__ = ["as_current", "current_client", "default_client", "get_worker", "in_task", "rejoin"]
 
 _lock = threading.Lock()
 _clients: "weakref.WeakValueDictionary[str, object]" = weakref.WeakValueDictionary()
@@ -188,16 +188,12 @@ def get_worker():
     return WorkerInfo()
 
 
-def secede():
+def rejoin():
     """Accepted for compatibility; does nothing.
 
     Differences from dask.distributed:
-        Ray already releases a task's CPU while it blocks on results, which is what
-        ``secede`` is for in Dask.
+        Ray gives a task that waited on results a CPU again as soon as one is free,
+        which is what ``rejoin`` waits for in Dask (see :func:`raydask.worker.secede`).
     """
-
-
-def rejoin():
-    """Accepted for compatibility; does nothing (see :func:`secede`)."""
 
 

@@ -45,7 +45,7 @@ import ray.exceptions
 
 __all__ = [
     "ACTOR_NAME", "NAMESPACE", "WAITERS", "WaitTimeout", "call", "call_async", "call_on", "check_name",
-    "ensure_connected", "existing", "pack", "send_on", "unpack", "wait", "wait_once",
+    "connect", "ensure_connected", "existing", "pack", "send_on", "unpack", "wait", "wait_once",
 ]
 
 if asyncio.TimeoutError is TimeoutError:  # Python 3.11+
@@ -198,6 +198,18 @@ def existing():
     except ValueError:
         return None
     return _Connection(_cluster_id(), handle)
+
+
+def connect(store_cls) -> _Connection:
+    """A connection to the actor, making it if there is none, with ``store_cls`` registered.
+
+    For a client that needs the actor to exist before its tasks look for it
+    (one that holds tasks by priority hears through it which tasks wait on their
+    children, :mod:`raydask.messages`).
+    """
+    conn = _connect()
+    _key(conn, store_cls)
+    return conn
 
 
 def call_on(conn, group, store_cls, method, *args):

@@ -17,6 +17,10 @@ topic.  It never makes the actor itself (see :class:`Listener`); once the actor
 exists, it is a long poll, not a loop of sleeps: the actor answers as soon as
 an event arrives, and closing the client wakes it.  Outside a task both are the
 builtins.
+
+The same log carries one event of raydask's own, "secede": a task that waits on
+tasks it submitted (:func:`seceded`) tells the clients, so one that holds tasks
+by priority frees its slot (:mod:`raydask.priority`).
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ import uuid
 import warnings
 
 import cloudpickle
+import ray
 
 from .context import in_task
-from .coordinator import call, call_on, existing, send_on
+from .coordinator import call, call_on, connect, existing, send_on
 
-__all__ = ["Listener", "MessageStore", "print", "warn"]
+__all__ = ["Listener", "MessageStore", "print", "seceded", "warn"]
 
 logger = logging.getLogger("raydask")
 
@@ -113,35 +118,96 @@ def warn(message, category=UserWarning, stacklevel=1, source=None):
     warnings.warn(message, category, stacklevel + 1, source)
 
 
+#: In this worker process: [the Ray task id last reported by seceded(), when the actor
+#: was last looked up, the connection that lookup found (None: no actor then)].
+_reported: list = [None, float("-inf"), None]
+
+
+def seceded() -> None:
+    """Inside a task: tell the clients that it now waits on tasks it submitted.
+
+    Ray gives a task's CPU back while it blocks on results, so the task should no
+    longer count in the window of a client that holds tasks by priority
+    (:meth:`raydask.priority.Gate.seceded`).  Published once per Ray task, and
+    only if the coordination actor exists: a client makes it when it starts
+    holding tasks, and no client that holds none needs to hear.  The actor is
+    looked up at most once every ``LOOKUP`` seconds per process, which also
+    finds a new actor after the old one went away.  Outside a task: nothing.
+    """
+    if not in_task():
+        return
+    task_id = ray.get_runtime_context().get_task_id()
+    if task_id is None or task_id == _reported[0]:
+        return
+    now = time.monotonic()
+    if now - _reported[1] >= LOOKUP:
+        _reported[1] = now
+        try:
+            found = existing()
+        except Exception:  # noqa: BLE001 - Ray going away; nothing to tell anyone
+            found = None
+        old = _reported[2]
+        if found is None or old is None or found.handle != old.handle:
+            _reported[2] = found  # (the same actor keeps its connection: its stores stay registered)
+    conn = _reported[2]
+    if conn is None:
+        return
+    try:
+        send_on(conn, "call", MessageStore, "publish", "secede", {"task": task_id})
+        _reported[0] = task_id
+    except Exception:  # noqa: BLE001 - the actor died: the next lookup finds its successor
+        logger.debug("could not report a task that waits on its children", exc_info=True)
+        _reported[2] = None
+
+
 # -- in the client ----------------------------------------------------------------------
 class Listener:
     """The client's ``raydask-messages`` thread: shows the events tasks publish.
 
-    It never makes the coordination actor: until a task (or a primitive) has made
-    it, the thread looks it up once a second (Ray tells nobody when a named actor
-    appears), so a client whose tasks never print costs one name lookup a second
-    and no actor.  Events are kept in the actor with their time, so those
-    published before the thread found it are shown too.
+    It makes the coordination actor only after :meth:`make_actor`: until then, or
+    until a task (or a primitive) has made it, the thread looks it up once a
+    second (Ray tells nobody when a named actor appears), so a client whose tasks
+    never print costs one name lookup a second and no actor.  Events are kept in
+    the actor with their time, so those published before the thread found it are
+    shown too.
+
+    Args:
+        on_secede: called in this thread with the Ray task id (hex) of each task
+            that reported it waits on its children (:func:`seceded`).
     """
 
-    def __init__(self, name="raydask-messages"):
+    def __init__(self, name="raydask-messages", on_secede=None):
         self._since = time.time()
         self._stop = threading.Event()
+        self._poke = threading.Event()  # stop, or make_actor(): look again now
+        self._make = False
+        self._on_secede = on_secede
         self._conn = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    def make_actor(self, make=True) -> None:
+        """From now on make the coordination actor if there is none (in this thread, not the caller's).
+
+        A client that holds tasks by priority needs it: its tasks report through it
+        when they wait on their children, and only if it exists.  ``make=False``:
+        only look for it again, as before.
+        """
+        self._make = make
+        self._poke.set()
 
     def _run(self):
         epoch, after = None, 0
         while not self._stop.is_set():
             if self._conn is None:
                 try:
-                    self._conn = existing()
+                    self._conn = connect(MessageStore) if self._make else existing()
                 except Exception:  # noqa: BLE001 - Ray going away under a closing client
                     self._conn = None
+                    logger.debug("message listener: no coordination actor", exc_info=True)
                 if self._conn is None:
-                    if self._stop.wait(LOOKUP):
-                        return
+                    self._poke.wait(LOOKUP)
+                    self._poke.clear()
                     continue
             try:
                 new_epoch, last, events = call_on(self._conn, "wait", MessageStore, "since", after, self._since,
@@ -160,6 +226,10 @@ class Listener:
                 if self._stop.is_set():
                     return
                 try:
+                    if topic == "secede":
+                        if self._on_secede is not None:
+                            self._on_secede(payload["task"])
+                        continue
                     show(topic, payload)
                 except Exception:  # noqa: BLE001 - a warning filter set to "error", a closed stdout
                     logger.exception("could not show a task's %s message", topic)
@@ -167,6 +237,7 @@ class Listener:
     def close(self, timeout=5.0):
         """Stop and join the thread (a waiting poll is answered at once)."""
         self._stop.set()
+        self._poke.set()
         conn = self._conn
         if conn is not None:
             try:

@@ -47,8 +47,18 @@ Differences from dask.distributed:
     window in flight, so a high-priority task of one does not wait for the
     other's backlog; Ray reuses a worker lease for the next queued task of the
     same function, so it waits until a lease comes free (README: 5-17 of the
-    other's 0.2 s tasks, window 3).  A task blocked on its children (``worker_client``)
-    still counts in the window (Ray gave its CPU back, the gate cannot see that).
+    other's 0.2 s tasks, window 3).  A seceded task does not take its slot back
+    when its children are done (Dask's ``rejoin`` waits for a thread): Ray
+    gives it a CPU as soon as one is free.
+
+**Tasks that wait on their children.**  A task that submits tasks and blocks
+on their results gives its CPU back to Ray, as Dask's ``secede`` gives its
+thread back.  It tells the clients through the coordination actor when it
+calls ``get_client``, ``worker_client`` or ``secede``
+(:func:`raydask.messages.seceded`); the client that holds it then frees its
+slot (:meth:`Gate.seceded`), so a window full of parents does not stall the
+tasks held behind them.  When the gate starts, its client makes the actor, so
+those reports have somewhere to go.
 """
 
 from __future__ import annotations
@@ -93,6 +103,7 @@ class _Held(enum.Enum):
     WAITING = "waiting"  # a dependency the gate tracks has not ended
     READY = "ready"  # in the heap
     RELEASED = "released"  # a Ray task now; counted in flight until it ends
+    SECEDED = "seceded"  # released, and waits on its children: no longer counted in flight
     DONE = "done"
 
 
@@ -380,6 +391,28 @@ class Gate:
                 self._push(child)
         entry.dependents, entry.parents = [], []
 
+    def seceded(self, task_id) -> None:
+        """A released task waits on tasks it submitted: Ray gave its CPU back, so its slot frees.
+
+        Args:
+            task_id: the Ray task id (hex) a task reported (:func:`raydask.messages.seceded`);
+                one of another client's tasks, or of a task no longer running, is ignored.
+        """
+        try:
+            wanted = bytes.fromhex(task_id)
+        except (TypeError, ValueError):
+            logger.debug("a secede report with no task id: %r", task_id)
+            return
+        with self._lock:
+            entry = next((e for ref, e in self._running.items()
+                          if e.held is _Held.RELEASED and task_id_of(ref) == wanted), None)
+            if entry is None:
+                return
+            entry.held = _Held.SECEDED
+            for name, amount in entry.demand.items():
+                self._inflight[name] = max(0.0, self._inflight.get(name, 0.0) - amount)
+        self.pump()
+
     # -- control ------------------------------------------------------------------------
     def discard(self, state) -> bool:
         """Forget a held task that was cancelled; True if it was held (never a Ray task).
@@ -399,13 +432,14 @@ class Gate:
         return True
 
     def stats(self) -> dict:
-        """How many tasks wait, are ready, or run; the CPUs in flight and the window."""
+        """How many tasks wait, are ready, run, or wait on their children; the CPUs in flight and the window."""
         with self._lock:
             held = [e.held for e in self._entries.values()]
             return {
                 "waiting": held.count(_Held.WAITING),
                 "ready": held.count(_Held.READY),
                 "released": held.count(_Held.RELEASED),
+                "seceded": held.count(_Held.SECEDED),
                 "inflight_cpus": self._inflight.get("CPU", 0.0),
                 "capacity": self.capacity("CPU"),
                 "duration": self._duration,

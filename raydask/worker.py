@@ -1,8 +1,9 @@
 """Inside a task: ``get_client`` and ``worker_client`` (a client on the task's cluster).
 
-The registry of default clients, ``get_worker``, ``secede`` and ``rejoin`` live
-in :mod:`raydask.context`, below the client; making a client needs the client,
-so it lives here, above it.
+The registry of default clients, ``get_worker`` and ``rejoin`` live in
+:mod:`raydask.context`, below the client; making a client needs the client, so
+it lives here, above it, and so does ``secede``, which reports through
+:mod:`raydask.messages`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import time
 
 from . import context
 from .client import Client
-from .context import _current, default_client, get_worker, in_task, rejoin, secede
+from .context import _current, default_client, get_worker, in_task, rejoin
 from .keys import parse_timedelta
+from .messages import seceded
 
 __all__ = [
     "default_client", "get_client", "get_worker", "local_client", "rejoin", "secede", "worker_client",
@@ -41,7 +43,11 @@ def get_client(address=None, timeout=None, resolve_address=True):
     Differences from dask.distributed:
         Inside a task the client belongs to that Ray worker process: its keys are
         deduplicated among its own futures, not with the submitting client's.
+        Inside a task it also secedes (:func:`secede`): a task that asks for a
+        client is taken to wait on what it submits.
     """
+    if in_task():
+        seceded()
     client = _current()
     if client is not None:
         return client
@@ -77,6 +83,21 @@ def worker_client(timeout=None, separate_thread=True):
         OSError: if this process has no client yet and making one takes longer than ``timeout``.
     """
     yield get_client(timeout=timeout)
+
+
+def secede():
+    """Dask's ``secede``: this task waits on tasks it submitted, so it gives up its slot.
+
+    Ray already gives a task's CPU back while it blocks on results, so this only
+    tells a client that holds tasks by priority (:mod:`raydask.priority`) to
+    start another task in this one's slot.  ``get_client`` and ``worker_client``
+    in a task do the same.  Outside a task it does nothing.
+
+    Differences from dask.distributed:
+        Forgetting it does not deadlock the cluster.  Outside a task Dask raises
+        (there is no worker); raydask does nothing.
+    """
+    seceded()
 
 
 def local_client(*args, **kwargs):

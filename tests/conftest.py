@@ -62,15 +62,59 @@ def need(module: str):
         missing(f"the Python package {module!r}")
 
 
+def coordination_actor_exists() -> bool:
+    import ray
+
+    from raydask.coordinator import ACTOR_NAME, NAMESPACE
+
+    try:
+        ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
+def stop_coordination_actor() -> None:
+    """Kill the coordination actor if there is one; the next use makes a new one.
+
+    It is detached, so it would otherwise live on in the shared cluster: a worker
+    process that later tests do not expect.
+    """
+    import ray
+
+    from raydask.coordinator import ACTOR_NAME, NAMESPACE
+
+    if ray.is_initialized():
+        try:
+            ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE))
+        except ValueError:  # never made in this cluster
+            pass
+
+
+@pytest.fixture(scope="module")
+def no_coordination_actor_afterwards():
+    """Stop the coordination actor after this module (``pytestmark = usefixtures(...)``)."""
+    yield
+    stop_coordination_actor()
+
+
+def _shared(kind, factory):
+    """The shared client of ``kind``, as a test found it and leaves it."""
+    c = _pool.get(kind, factory)
+    had_actor = coordination_actor_exists()
+    yield c
+    if c._gate is not None:  # a test's priority= must not gate the tests after it,
+        c._stop_gate()
+        if not had_actor:  # nor leave them the actor its gate made (raydask.priority)
+            stop_coordination_actor()
+
+
 @pytest.fixture
 def client():
     """A running single-node client (2 threads), shared by the tests that use it."""
     from raydask import Client
 
-    c = _pool.get("local", lambda: Client(n_workers=1, threads_per_worker=2, dashboard_address=None))
-    yield c
-    if c._gate is not None:  # a test's priority= must not gate the tests after it
-        c._stop_gate()
+    yield from _shared("local", lambda: Client(n_workers=1, threads_per_worker=2, dashboard_address=None))
 
 
 @pytest.fixture
@@ -78,10 +122,7 @@ def multinode_client():
     """A client on three Ray nodes of one thread each (separate raylets)."""
     from raydask import Client
 
-    c = _pool.get("multi", lambda: Client(n_workers=3, threads_per_worker=1, dashboard_address=None))
-    yield c
-    if c._gate is not None:
-        c._stop_gate()
+    yield from _shared("multi", lambda: Client(n_workers=3, threads_per_worker=1, dashboard_address=None))
 
 
 @pytest.fixture

@@ -24,24 +24,8 @@ from raydask import Event, Lock, MultiLock, Queue, Semaphore, Variable
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def no_coordination_actor_afterwards():
-    """Stop the coordination actor after this module: the shared cluster goes on as it was.
-
-    (It is detached, so it would otherwise live on in the session's cluster, a
-    worker process that later tests do not expect.)  The next use makes a new one.
-    """
-    yield
-    import ray
-
-    from raydask.coordinator import ACTOR_NAME, NAMESPACE
-
-    if ray.is_initialized():
-        try:
-            ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE))
-        except ValueError:  # never made in this cluster
-            pass
+# the coordination actor is detached: stop it after this module, so the shared cluster goes on as it was
+pytestmark = pytest.mark.usefixtures("no_coordination_actor_afterwards")
 
 
 def name(prefix="t"):

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import need
 
-pytestmark = [pytest.mark.parity, pytest.mark.timeout(60)]
+# the coordination actor is detached: stop it after this module, so the shared cluster goes on as it was
+pytestmark = [pytest.mark.parity, pytest.mark.timeout(60), pytest.mark.usefixtures("no_coordination_actor_afterwards")]
 
 
 def inc(x):
@@ -34,25 +35,6 @@ def locked_section(module, lock_name, seconds):
 def get_from_variable(module, var_name):
     mod = importlib.import_module(module)
     return mod.Variable(var_name).get(timeout=10).result()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_coordination_actor_afterwards():
-    """Stop the coordination actor after this module: the shared cluster goes on as it was.
-
-    (It is detached, so it would otherwise live on in the session's cluster, a
-    worker process that later tests do not expect.)  The next use makes a new one.
-    """
-    yield
-    import ray
-
-    from raydask.coordinator import ACTOR_NAME, NAMESPACE
-
-    if ray.is_initialized():
-        try:
-            ray.kill(ray.get_actor(ACTOR_NAME, namespace=NAMESPACE))
-        except ValueError:  # never made in this cluster
-            pass
 
 
 def name(prefix):

@@ -24,14 +24,12 @@ from collections import OrderedDict, defaultdict, namedtuple
 import pytest
 
 import test_parity
-import test_parity_coordination
 from conftest import need
 
 distributed_client = test_parity.distributed_client  # Dask's in-process client, module-scoped
-# stop the coordination actor after this module (metadata and print make it): the shared cluster goes on as it was
-no_coordination_actor_afterwards = test_parity_coordination.no_coordination_actor_afterwards
 
-pytestmark = [pytest.mark.parity, pytest.mark.timeout(90)]
+# stop the coordination actor after this module (metadata and print make it): the shared cluster goes on as it was
+pytestmark = [pytest.mark.parity, pytest.mark.timeout(90), pytest.mark.usefixtures("no_coordination_actor_afterwards")]
 
 
 # -- task functions (module level: both implementations pickle them by reference) ------------

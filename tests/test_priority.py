@@ -17,10 +17,12 @@ import time
 import pytest
 import ray
 
+from conftest import coordination_actor_exists
 from raydask import CancelledError, Client, as_completed, wait
 from raydask.future import FutureState, Status
 
-pytestmark = pytest.mark.timeout(120)
+# a gate makes the coordination actor (tasks report through it): stop it after this module
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_coordination_actor_afterwards")]
 
 
 def stamp(label, sleep=0.0):
@@ -154,6 +156,54 @@ def test_cancelling_a_released_task_interrupts_it_and_frees_its_slot_when_it_end
         time.sleep(0.05)
     assert gated._gate.stats()["inflight_cpus"] == 0
     assert not os.path.exists(marker)  # interrupted, not run to its end
+
+
+def _wait_for_file(path, timeout=90):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.05)
+    return path
+
+
+def _parent(path, how):
+    """A task that waits on a child of its own, the three ways Dask code does.
+
+    The child needs no CPU, so the parents' CPUs are free for other tasks while they wait.
+    """
+    import raydask
+
+    if how == "get_client":
+        return raydask.get_client().submit(_wait_for_file, path, resources={"CPU": 0}, pure=False).result()
+    if how == "worker_client":
+        with raydask.worker_client() as c:
+            return c.submit(_wait_for_file, path, resources={"CPU": 0}, pure=False).result()
+    raydask.secede()  # and block in Ray itself, which gives the CPU back
+    return ray.get(ray.remote(num_cpus=0)(_wait_for_file).remote(path))
+
+
+@pytest.mark.parametrize("how", ["get_client", "worker_client", "secede"])
+def test_a_task_waiting_on_its_children_frees_its_slot(gated, tmp_path, how):
+    deadline = time.monotonic() + 30
+    while not coordination_actor_exists():  # the gate's client makes it, in its listener's thread
+        assert time.monotonic() < deadline, "the gate did not make the coordination actor"
+        time.sleep(0.05)
+    go = str(tmp_path / "go")
+    n = gated._gate.capacity()
+    parents = [gated.submit(_parent, go, how, priority=5, pure=False) for _ in range(n)]
+    deadline = time.monotonic() + 60
+    while gated._gate.stats()["seceded"] < n:
+        assert time.monotonic() < deadline, f"the parents still hold their slots: {gated._gate.stats()}"
+        time.sleep(0.05)
+    assert gated._gate.stats()["inflight_cpus"] == 0
+    # a window full of waiting parents does not hold back the next task: it runs meanwhile
+    later = gated.submit(inc, 1, priority=1, pure=False)
+    assert later.result(timeout=30) == 2, gated._gate.stats()
+    assert not any(p.done() for p in parents)
+    open(go, "w").close()
+    assert gated.gather(parents) == [go] * n
+    assert gated._gate.stats()["inflight_cpus"] == 0
 
 
 def test_result_and_gather_settle_the_state(client):
