@@ -91,12 +91,15 @@ def secede():
     Ray already gives a task's CPU back while it blocks on results, so this only
     tells a client that holds tasks by priority (:mod:`raydask.priority`) to
     start another task in this one's slot.  ``get_client`` and ``worker_client``
-    in a task do the same.  Outside a task it does nothing.
+    in a task do the same.
+
+    Raises:
+        ValueError: outside a task, as Dask's (there is no worker).
 
     Differences from dask.distributed:
-        Forgetting it does not deadlock the cluster.  Outside a task Dask raises
-        (there is no worker); raydask does nothing.
+        Forgetting it does not deadlock the cluster.
     """
+    get_worker()  # outside a task: Dask's ValueError("No worker found")
     seceded()
 
 

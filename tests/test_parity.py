@@ -752,10 +752,16 @@ def test_tasks_launching_tasks_fill_every_slot_without_deadlock(impl):
 def test_blocking_task_gives_back_its_slot_without_secede(impl):
     if impl.name == "distributed":
         pytest.skip("Dask deadlocks here without secede(); that is what secede is for")
-    # Difference: a Ray task blocked on results releases its CPU, so secede() is a
-    # no-op in raydask and forgetting it does not deadlock the cluster.
+    # Difference: a Ray task blocked on results releases its CPU, so forgetting
+    # secede() does not deadlock the cluster (raydask's secede only tells a client
+    # that holds tasks by priority to free the task's slot).
     fs = impl.client.map(spawn_and_gather, [impl.module] * 4, [3] * 4, pure=False)
     assert impl.client.gather(fs) == [6] * 4
+
+
+def test_secede_outside_a_task_raises(impl):
+    with pytest.raises(ValueError, match="No worker found"):
+        impl.secede()
 
 
 def test_get_client_outside_a_task_returns_the_default_client(impl):
