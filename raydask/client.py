@@ -518,8 +518,7 @@ class Client:
         """Hold tasks client-side from now on, to start them by priority (raydask.priority)."""
         from .priority import Gate
 
-        if self._listener is None:
-            self._listen()
+        self._listen()
         with self._lock:
             if self._gate is None:
                 self._gate = Gate(self._settler)
@@ -537,9 +536,9 @@ class Client:
         """Go back to the default path (nothing held any more; for tests that share a client)."""
         with self._lock:
             gate, self._gate = self._gate, None
-        if gate is not None and self._listener:
-            self._listener.make_actor(False)
         if gate is not None:
+            if self._listener:
+                self._listener.make_actor(False)
             for st in gate.close():
                 notify(st.cancel("priority gate stopped"), st)
 

@@ -118,9 +118,12 @@ def warn(message, category=UserWarning, stacklevel=1, source=None):
     warnings.warn(message, category, stacklevel + 1, source)
 
 
-#: In this worker process: [the Ray task id last reported by seceded(), when the actor
-#: was last looked up, the connection that lookup found (None: no actor then)].
-_reported: list = [None, float("-inf"), None]
+class _Reports:
+    """What :func:`seceded` remembers in a worker process."""
+
+    task_id = None  # the Ray task last reported
+    looked = float("-inf")  # when the actor was last looked up (time.monotonic())
+    conn = None  # the connection that lookup found; None: there was no actor then
 
 
 def seceded() -> None:
@@ -137,27 +140,27 @@ def seceded() -> None:
     if not in_task():
         return
     task_id = ray.get_runtime_context().get_task_id()
-    if task_id is None or task_id == _reported[0]:
+    if task_id is None or task_id == _Reports.task_id:
         return
     now = time.monotonic()
-    if now - _reported[1] >= LOOKUP:
-        _reported[1] = now
+    if now - _Reports.looked >= LOOKUP:
+        _Reports.looked = now
         try:
             found = existing()
         except Exception:  # noqa: BLE001 - Ray going away; nothing to tell anyone
             found = None
-        old = _reported[2]
+        old = _Reports.conn
         if found is None or old is None or found.handle != old.handle:
-            _reported[2] = found  # (the same actor keeps its connection: its stores stay registered)
-    conn = _reported[2]
+            _Reports.conn = found  # (the same actor keeps its connection: its stores stay registered)
+    conn = _Reports.conn
     if conn is None:
         return
     try:
         send_on(conn, "call", MessageStore, "publish", "secede", {"task": task_id})
-        _reported[0] = task_id
+        _Reports.task_id = task_id
     except Exception:  # noqa: BLE001 - the actor died: the next lookup finds its successor
         logger.debug("could not report a task that waits on its children", exc_info=True)
-        _reported[2] = None
+        _Reports.conn = None
 
 
 # -- in the client ----------------------------------------------------------------------

@@ -46,8 +46,7 @@ def get_client(address=None, timeout=None, resolve_address=True):
         Inside a task it also secedes (:func:`secede`): a task that asks for a
         client is taken to wait on what it submits.
     """
-    if in_task():
-        seceded()
+    seceded()  # inside a task: it waits on what it submits (nothing outside one)
     client = _current()
     if client is not None:
         return client
