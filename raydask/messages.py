@@ -8,7 +8,7 @@ events through a store in the coordination actor (:mod:`raydask.coordinator`)::
 
     task: print("hi") ──> builtins.print (the worker's log)
               └────────> call(MessageStore, "publish", "print", {...})    numbered, last 1,000 kept
-    client: raydask-messages thread ──> wait_once(MessageStore, "since", n, t, 30 s)
+    client: raydask-messages thread ──> wait_once(MessageStore, "since", listener, n, t, 30 s)
               └─ each new event: builtins.print(...) / warnings.warn(...) in the client
 
 A client listens from its first task on and sees every event published since
@@ -57,7 +57,7 @@ class MessageStore:
         self.epoch = uuid.uuid4().hex  # a new actor (after its node died) starts numbering again
         self.events = collections.deque(maxlen=KEEP)
         self.seq = 0
-        self.wakeups = 0
+        self.woken: set = set()  # listeners asked to return from their poll at once
         self.changed = threading.Condition()
 
     def publish(self, topic, payload):
@@ -66,19 +66,19 @@ class MessageStore:
             self.events.append((self.seq, time.time(), topic, payload))
             self.changed.notify_all()
 
-    def since(self, after, not_before, timeout):
+    def since(self, listener, after, not_before, timeout):
         """``(epoch, last number, events)``: those numbered past ``after`` and published at or
-        after ``not_before``, once there is one (or a wake-up, or ``timeout`` seconds)."""
+        after ``not_before``, once there is one (or ``listener`` was woken, or ``timeout`` seconds)."""
         with self.changed:
-            woken = self.wakeups
-            self.changed.wait_for(lambda: self.seq > after or self.wakeups != woken, timeout)
+            self.changed.wait_for(lambda: self.seq > after or listener in self.woken, timeout)
+            self.woken.discard(listener)
             news = [e for e in self.events if e[0] > after and e[1] >= not_before]
             return self.epoch, self.seq, news
 
-    def wake(self):
-        """Answer every waiting ``since`` now (a client is closing)."""
+    def wake(self, listener):
+        """Answer ``listener``'s poll now, or its next one if it is not waiting yet (it closes)."""
         with self.changed:
-            self.wakeups += 1
+            self.woken.add(listener)
             self.changed.notify_all()
 
 
@@ -181,6 +181,7 @@ class Listener:
 
     def __init__(self, name="raydask-messages", on_secede=None):
         self._since = time.time()
+        self._id = uuid.uuid4().hex  # names this listener's polls, so close() can answer them
         self._stop = threading.Event()
         self._poke = threading.Event()  # stop, or make_actor(): look again now
         self._make = False
@@ -212,9 +213,11 @@ class Listener:
                     self._poke.wait(LOOKUP)
                     self._poke.clear()
                     continue
+                if self._stop.is_set():  # close() may have read no connection: it sent no wake-up
+                    return
             try:
-                new_epoch, last, events = call_on(self._conn, "wait", MessageStore, "since", after, self._since,
-                                                  POLL)
+                new_epoch, last, events = call_on(self._conn, "wait", MessageStore, "since", self._id, after,
+                                                  self._since, POLL)
             except Exception:  # noqa: BLE001 - the actor died, or Ray is going away: look it up again
                 self._conn = None
                 logger.debug("message listener: the coordination actor did not answer", exc_info=True)
@@ -237,14 +240,19 @@ class Listener:
                 except Exception:  # noqa: BLE001 - a warning filter set to "error", a closed stdout
                     logger.exception("could not show a task's %s message", topic)
 
-    def close(self, timeout=5.0):
-        """Stop and join the thread (a waiting poll is answered at once)."""
+    def close(self, timeout=30.0):
+        """Stop and join the thread (a waiting poll is answered at once, or the next one is).
+
+        The timeout is long because a thread still inside a Ray call when Ray shuts
+        down ends the process: the thread may be waiting for the actor it is making
+        to start (:meth:`make_actor`), which took seconds on a loaded machine.
+        """
         self._stop.set()
         self._poke.set()
         conn = self._conn
         if conn is not None:
             try:
-                send_on(conn, "call", MessageStore, "wake")
+                send_on(conn, "call", MessageStore, "wake", self._id)
             except Exception:  # noqa: BLE001 - Ray or the actor is gone already: the poll ends with it
                 pass
         self._thread.join(timeout)

@@ -206,6 +206,20 @@ def test_a_task_waiting_on_its_children_frees_its_slot(gated, tmp_path, how):
     assert gated._gate.stats()["inflight_cpus"] == 0
 
 
+def test_closing_right_after_the_first_priority_answers_the_listeners_poll(client):
+    """The gate's client makes the coordination actor in its listener's thread; a close
+    that comes before that thread's first poll must still end the poll (it lasts 30 s, and a
+    thread still in Ray when Ray shuts down ends the process)."""
+    c = Client(dashboard_address=None, set_as_default=False)
+    try:
+        assert c.submit(inc, 1, priority=1, pure=False).result(timeout=60) == 2
+        listener = c._listener
+        listener.close(timeout=10)
+        assert not listener._thread.is_alive()
+    finally:
+        c.close()
+
+
 def test_result_and_gather_settle_the_state(client):
     one = client.submit(inc, 100, pure=False)
     assert one.result(timeout=60) == 101
