@@ -121,8 +121,7 @@ def test_the_log_fills_in_a_record_that_arrives_after_the_end(client):
     _, rows = log.snapshot()
     assert rows[0].record is None
     cursor = log.cursor
-    record = ("int", 28, 1.0, 2.0, "node", 7)
-    STORE.add([(receipts.task_id_of(ref), *record)])
+    STORE.add("node", 7, [(receipts.task_id_of(ref), "int", 28, 1.0, 2.0)])
     cursor2, changed = log.snapshot(cursor)
     assert [r.key for r in changed] == ["k-1"] and changed[0].record.pid == 7
     assert cursor2 > cursor
@@ -135,7 +134,7 @@ class _Holder:
 
 def test_the_store_hands_records_to_their_claims_and_stays_bounded():
     store = Store(keep=100)
-    store.add([(i.to_bytes(4, "big"), "int", i, 0.0, 1.0, "n", 1) for i in range(250)])
+    store.add("n", 1, [(i.to_bytes(4, "big"), "int", i, 0.0, 1.0) for i in range(250)])
     assert len(store._records) <= 100  # nobody claimed them: the newest stay
     assert store.get((249).to_bytes(4, "big")).nbytes == 249 and store.get((0).to_bytes(4, "big")) is None
     early, late = _Holder(), _Holder()
@@ -144,7 +143,7 @@ def test_the_store_hands_records_to_their_claims_and_stays_bounded():
     told = []
     late.listener = told.append
     store.claim(b"later", late)
-    store.add([(b"later", "str", 5, 0.0, 1.0, "n", 2)])  # arrives after: set, and the listener told
+    store.add("n", 2, [(b"later", "str", 5, 0.0, 1.0)])  # arrives after: set, and the listener told
     assert late.record.nbytes == 5 and told == [late]
     for i in range(300):
         store.claim(b"c%d" % i, _Holder())
@@ -153,3 +152,28 @@ def test_the_store_hands_records_to_their_claims_and_stays_bounded():
     t0 = time.monotonic()
     store.wait(b"never", lost, timeout=5)  # no collector runs in this store: nothing to wait for
     assert lost.record is None and time.monotonic() - t0 < 1
+
+
+def test_the_sink_answers_at_once_after_a_quiet_spell_and_at_most_once_a_window():
+    """Leading-edge throttling: a lone task's record is not held back, a busy one's are batched."""
+    import asyncio
+
+    sink = receipts.ReceiptSink()  # the actor's class, driven in this process's event loop
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await sink.add(b"first")
+        first = await sink.take(5)
+        t1 = loop.time()
+        await sink.add(b"second")
+        await sink.add(b"third")
+        later = await sink.take(5)
+        t2 = loop.time()
+        empty = await sink.take(0.01)
+        return first, later, empty, t1 - t0, t2 - t1
+
+    first, later, empty, quiet, busy = asyncio.run(go())
+    assert first == [b"first"] and later == [b"second", b"third"] and empty == []
+    assert quiet < receipts.GATHER / 2  # after a quiet spell: at once
+    assert busy >= receipts.GATHER * 0.95  # right after an answer: the window's batches go together
