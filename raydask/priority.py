@@ -27,16 +27,22 @@ task's priority when it is higher.  Priority decides *starting*; nothing is
 pre-empted.
 
 **The window.**  Dask keeps ``worker-saturation`` (1.1) tasks per thread in
-flight.  raydask does the same per resource, from ``ray.cluster_resources()``
-(re-read at most once a second, so nodes that come and go count), and widens
-it for short tasks: a released task needs a round trip ``r`` (the gate thread's
-wait, dispatch, Ray's lease; :data:`ROUND_TRIP`) before the next one starts
-in its slot, so with tasks of duration ``d`` (measured: a moving average of the
-records' run times, :mod:`raydask.receipts`) the window is ``ceil(CPUs x 1.1 x (1 + r/d))``, at most 64
-x CPUs.  Long tasks (``d >> r``) get Dask's window and start strictly by
-priority; no-op tasks are not throttled to three in flight on two CPUs.  ``r``
-is a constant on purpose: measured from dispatch to start it would include the
-wait in Ray's queue, which grows with the window, and widen it without end.
+flight.  raydask keeps one per CPU (per unit of each resource, from
+``ray.cluster_resources()``, re-read at most once a second, so nodes that come
+and go count): a task released beyond the CPUs waits in Ray's queue, and Ray
+hands a finished task's worker lease straight to the next queued task of the
+same function and owner, so while a client keeps one queued its leases never
+come free and another client's task, of any priority, waits for its whole
+backlog (measured: 37-58 of the other's sixty 0.2 s tasks first, window 3, on
+2 loaded CPUs; 1-2 with window 2).  The window widens for short tasks: a
+released task needs a round trip ``r`` (the gate thread's wait, dispatch, Ray's
+lease; :data:`ROUND_TRIP`) before the next one starts in its slot, so with tasks
+of duration ``d`` (measured: a moving average of the records' run times,
+:mod:`raydask.receipts`) the window is ``floor(CPUs x (1 + r/d))``, at most 64 x
+CPUs.  Long tasks (``d >> r``) get one per CPU and start strictly by priority;
+no-op tasks are not throttled to two in flight on two CPUs.  ``r`` is a constant
+on purpose: measured from dispatch to start it would include the wait in Ray's
+queue, which grows with the window, and widen it without end.
 
 Until the first ``priority=`` (any value, 0 too) nothing here runs: the default
 path pays nothing.
@@ -44,10 +50,8 @@ path pays nothing.
 Differences from dask.distributed:
     Tasks submitted before the first priority are neither held nor counted.
     The window is per client: two clients on one cluster each keep their own
-    window in flight, so a high-priority task of one does not wait for the
-    other's backlog; Ray reuses a worker lease for the next queued task of the
-    same function, so it waits until a lease comes free (README: 5-17 of the
-    other's 0.2 s tasks, window 3).  A seceded task does not take its slot back
+    window in flight, so a high-priority task of one waits for a task of the
+    other to end, not for its backlog (README "Priorities").  A seceded task does not take its slot back
     when its children are done (Dask's ``rejoin`` waits for a thread): Ray
     gives it a CPU as soon as one is free.
 
@@ -78,12 +82,10 @@ from .future import Status, notify
 from .raycompat import outcomes
 from .receipts import STORE, task_id_of
 
-__all__ = ["Gate", "SATURATION"]
+__all__ = ["Gate"]
 
 logger = logging.getLogger("raydask")
 
-#: In-flight tasks per cluster CPU (``distributed.scheduler.worker-saturation``).
-SATURATION = 1.1
 #: The window never exceeds this many tasks per CPU, however short the tasks.
 MAX_WIDENING = 64
 #: Seconds from a task's end to the next task starting in its slot through the gate
@@ -219,13 +221,16 @@ class Gate:
         """``1 + round trip / duration``: how many more tasks short ones need in flight."""
         d = self._duration
         if d is None:
-            return 1.0  # nothing measured yet: Dask's window
+            return 1.0  # nothing measured yet: one task per CPU
         return min(MAX_WIDENING, 1.0 + ROUND_TRIP / max(d, 1e-6))
 
-    def capacity(self, resource="CPU") -> float:
-        """How much of ``resource`` may be in flight now."""
-        total = self._total.get(resource, 0.0)
-        return math.ceil(total * SATURATION * self._widening())
+    def _limit(self, resource, widening) -> float:
+        """How much of ``resource`` may be in flight: the cluster's, widened for short tasks."""
+        return self._total.get(resource, 0.0) * widening + 1e-9  # 0.1 + 0.2 fits in 0.3
+
+    def capacity(self, resource="CPU") -> int:
+        """How many tasks asking for one unit of ``resource`` may be in flight now."""
+        return math.floor(self._limit(resource, self._widening()))
 
     def _fits(self, demand) -> bool:
         widening = self._widening()
@@ -233,7 +238,7 @@ class Gate:
             used = self._inflight.get(name, 0.0)
             if used <= 0:
                 continue  # one at a time always goes (Ray may still make it wait)
-            if used + amount > math.ceil(self._total.get(name, 0.0) * SATURATION * widening):
+            if used + amount > self._limit(name, widening):
                 return False
         return True
 
@@ -355,7 +360,7 @@ class Gate:
         ``watched``): those keep Ray's workers busy meanwhile.  For long tasks
         that is 1, so each ending releases the next task by priority at once.
         """
-        needed = math.ceil(self._total.get("CPU", 1.0) * SATURATION)
+        needed = math.ceil(self._total.get("CPU", 1.0))
         spare = int(self._inflight.get("CPU", 0.0)) - needed
         return max(1, min(spare // 2, watched // 2))
 

@@ -273,11 +273,15 @@ def test_task_records_carry_the_node_that_ran_them(dash_client, http):
     assert len({by_key[f.key]["node_id"] for f in futures.values()}) == 3
 
 
-def _transfers_into(http, key, timed_by_ray=True, since=0):
-    """``(reply, transfers into key)`` once the consumer shows (with Ray's timing if asked)."""
+def _transfers_into(http, key, timed_by_ray=True, since=0, records=()):
+    """``(reply, transfers into key)`` once the consumer shows (with Ray's timing if asked)
+    and the tasks named in ``records`` have theirs: each worker sends its receipts on its
+    own, so one node's record can arrive after another's."""
     def ok(r):
         into = [t for t in r["transfers"] if t["to_key"] == key]
-        return into and (not timed_by_ray or all(t["timing"] == "ray" for t in into))
+        have = {t["key"] for t in r["tasks"] if t.get("node_id")}
+        return (into and (not timed_by_ray or all(t["timing"] == "ray" for t in into))
+                and have.issuperset(records))
 
     reply = _wait_for(lambda: http.get("/api/tasks", params={"since": since}).json(), ok, timeout=30)
     return reply, [t for t in reply["transfers"] if t["to_key"] == key]
@@ -293,7 +297,7 @@ def test_large_result_consumed_on_another_node_is_a_direct_transfer_timed_by_ray
     y = dash_client.submit(_size, x, workers=[second["address"]])
     same = dash_client.submit(_size, x, workers=[first["address"]], pure=False)  # its own key
     assert y.result() == same.result() == nbytes
-    reply, (t,) = _transfers_into(http, y.key)
+    reply, (t,) = _transfers_into(http, y.key, records=(x.key, y.key, same.key))
     tasks = {r["key"]: r for r in reply["tasks"]}
     assert tasks[same.key]["node_id"] == tasks[x.key]["node_id"]
     assert not [t for t in reply["transfers"] if t["to_key"] == same.key]  # same node: nothing moved
