@@ -71,8 +71,8 @@ def milliseconds(r, p):
 
 #: Rows whose priority= turns raydask's priority gate on for the rest of the client's life.
 PRIORITY_WORKLOADS = ("notebook", "priority_throughput", "priority_jump")
-#: The gate's window for 10 ms tasks on 2 CPUs: ceil(2 x 1.1 x (1 + 3 ms / 10 ms)) (raydask/priority.py).
-JUMP_WINDOW = 3
+#: The gate's window for 10 ms tasks on 2 CPUs: floor(2 x (1 + 3 ms / 10 ms)) (raydask/priority.py).
+JUMP_WINDOW = 2
 
 
 MAIN = ("raydask", "ray", "dask")
