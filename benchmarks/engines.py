@@ -738,9 +738,13 @@ def _jump(submitted, start, stop, lows, inflight):
     return {"seconds": start - submitted, "parts": out}
 
 
+#: A second raw-Ray engine in its own process (``--aa``): Ray ÷ Ray measures the run's own noise.
+AGAIN = "ray-again"
+
+
 def make(name, **config):
-    """``raydask``, ``raydask+dashboard``, ``ray`` or ``dask``, started."""
-    if name == "ray":
+    """``raydask``, ``raydask+dashboard``, ``ray`` (``ray-again``: a second one) or ``dask``, started."""
+    if name in ("ray", AGAIN):
         return RawRay(**config)
     dashboard = name.endswith("+dashboard")
     return DaskAPI(name.split("+")[0], dashboard=dashboard, **config)

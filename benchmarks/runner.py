@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import engines as engines_mod
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOCAL = {"nodes": 1, "cpus": 2}
@@ -178,13 +180,11 @@ class EngineProcess:
     """A long-lived subprocess running one engine; ``run`` sends it a workload."""
 
     def __init__(self, name, config, log_dir, timeout):
-        from . import engines
-
         self.name, self.config = name, dict(config)
         self.log = Path(log_dir) / f"{name.replace('+', '-')}-{config['nodes']}x{config['cpus']}.log"
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=engines.serve, args=(child, name, config, str(self.log)),
+        self.proc = ctx.Process(target=engines_mod.serve, args=(child, name, config, str(self.log)),
                                 name=f"bench-{name}", daemon=False)
         self.proc.start()
         child.close()
@@ -492,6 +492,16 @@ def report(results, infos, meta, path):
             else:
                 cells += ["—", ""]
         lines.append(f"| {row.id} | {row.unit} | " + " | ".join(cells) + " |")
+    again = [r for r in main if r.samples.get(engines_mod.AGAIN)]
+    if again:
+        lines += ["", "### Ray ÷ Ray (`--aa`: a second raw-Ray engine, interleaved with the others)", "",
+                  "What the ratio of two identical engines reads in this run: a raydask ratio this "
+                  "close to 1 is not told apart from it.", "",
+                  "| workload | unit | Ray ÷ Ray again | raydask ÷ Ray again |", "|---|---|---|---|"]
+        for res in again:
+            b = res.median(engines_mod.AGAIN)
+            lines.append(f"| {res.row.id} | {res.row.unit} | {fmt(res.median('ray') / b)} | "
+                         f"{fmt(res.ratio(engines_mod.AGAIN))} |")
     dash = [r for r in results if r.row.id.startswith("dashboard/")]
     if dash:
         lines += ["", "### Dashboard on vs off (raydask)", "",
@@ -584,6 +594,8 @@ def main(argv=None) -> int:
                         help="workload ids or groups (comma-separated; repeatable): e.g. throughput,chain, "
                              "dashboard, dashboard/round_trip, scatter_transfer, startup, scaling")
     parser.add_argument("--engines", default="", help="restrict to these engines, e.g. raydask,ray")
+    parser.add_argument("--aa", action="store_true",
+                        help="also run a second raw-Ray engine on the rows Ray runs: Ray ÷ Ray is the run's noise")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per engine (default 3, quick 1)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds allowed for one run of one workload")
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"), help="where to write the Markdown table")
@@ -635,6 +647,8 @@ def main(argv=None) -> int:
                     run_scaling(pool, args.quick, args.timeout, results)
                 continue
             row.engines = keep_engines(row.engines)
+            if args.aa and "ray" in row.engines and not row.fresh:
+                row.engines += (engines_mod.AGAIN,)
             if len(row.engines) < 1 or (row.id.startswith("dashboard/") and len(row.engines) < 2):
                 continue
             reps = min(reps_default, row.reps) if args.reps is None else args.reps

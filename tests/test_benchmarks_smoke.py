@@ -18,14 +18,16 @@ def quick_run(out, *args, timeout):
 
 
 @pytest.mark.timeout(300)
-def test_quick_submit_rate_prints_a_ratio(tmp_path, no_client):
+def test_quick_submit_rate_prints_a_ratio_and_ray_against_itself(tmp_path, no_client):
     out = tmp_path / "RESULTS.md"
-    proc = quick_run(out, "--only", "submit_rate", "--engines", "raydask,ray", timeout=280)
+    proc = quick_run(out, "--only", "submit_rate", "--engines", "raydask,ray", "--aa", timeout=280)
     ratio_lines = [line for line in proc.stdout.splitlines() if line.startswith("submit_rate") and "ratio raydask vs ray" in line]
-    assert ratio_lines, proc.stdout
+    assert ratio_lines and "vs ray-again" in ratio_lines[0], proc.stdout
     table = out.read_text()
     assert "| submit_rate | tasks/s |" in table
     assert "Machine: " in table
+    (aa,) = [line for line in table.splitlines() if line.startswith("| submit_rate |") and line.count("|") == 5]
+    assert float(aa.split("|")[3]) > 0, aa  # Ray ÷ Ray again, a number
 
 
 def test_unknown_workload_is_rejected():
