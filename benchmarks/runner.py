@@ -499,8 +499,8 @@ def report(results, infos, meta, path):
                   "close to 1 is not told apart from it.", "",
                   "| workload | unit | Ray ÷ Ray again | raydask ÷ Ray again |", "|---|---|---|---|"]
         for res in again:
-            b = res.median(engines_mod.AGAIN)
-            lines.append(f"| {res.row.id} | {res.row.unit} | {fmt(res.median('ray') / b)} | "
+            a, b = res.median("ray"), res.median(engines_mod.AGAIN)
+            lines.append(f"| {res.row.id} | {res.row.unit} | {fmt(a / b if a else None)} | "
                          f"{fmt(res.ratio(engines_mod.AGAIN))} |")
     dash = [r for r in results if r.row.id.startswith("dashboard/")]
     if dash:
