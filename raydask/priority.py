@@ -27,22 +27,24 @@ task's priority when it is higher.  Priority decides *starting*; nothing is
 pre-empted.
 
 **The window.**  Dask keeps ``worker-saturation`` (1.1) tasks per thread in
-flight.  raydask keeps one per CPU (per unit of each resource, from
+flight; raydask keeps one per CPU (per unit of each resource, from
 ``ray.cluster_resources()``, re-read at most once a second, so nodes that come
-and go count): a task released beyond the CPUs waits in Ray's queue, and Ray
-hands a finished task's worker lease straight to the next queued task of the
-same function and owner, so while a client keeps one queued its leases never
-come free and another client's task, of any priority, waits for its whole
-backlog (measured: 37-58 of the other's sixty 0.2 s tasks first, window 3, on
-2 loaded CPUs; 1-2 with window 2).  The window widens for short tasks: a
-released task needs a round trip ``r`` (the gate thread's wait, dispatch, Ray's
-lease; :data:`ROUND_TRIP`) before the next one starts in its slot, so with tasks
-of duration ``d`` (measured: a moving average of the records' run times,
-:mod:`raydask.receipts`) the window is ``floor(CPUs x (1 + r/d))``, at most 64 x
-CPUs.  Long tasks (``d >> r``) get one per CPU and start strictly by priority;
-no-op tasks are not throttled to two in flight on two CPUs.  ``r`` is a constant
-on purpose: measured from dispatch to start it would include the wait in Ray's
-queue, which grows with the window, and widen it without end.
+and go count).  A task released beyond the CPUs would wait in Ray's queue, and
+Ray hands a finished task's worker lease straight to the next queued task of
+the same function and owner: while a client keeps one queued, its leases never
+come free, and another client's task of any priority waits for its whole
+backlog (measured on 2 loaded CPUs: 37-58 of the other's sixty 0.2 s tasks
+first with window 3, 1-2 with window 2).
+
+The window widens for short tasks.  A released task needs a round trip ``r``
+(the gate thread's wait, dispatch, Ray's lease; :data:`ROUND_TRIP`) before the
+next one starts in its slot, so with tasks of duration ``d`` (a moving average
+of the records' run times, :mod:`raydask.receipts`) the window is
+``floor(CPUs x (1 + r/d))``, at most 64 x CPUs.  Long tasks (``d >> r``) get
+one per CPU and start strictly by priority; no-op tasks are not throttled to
+two in flight on two CPUs.  ``r`` is a constant on purpose: measured from
+dispatch to start it would include the wait in Ray's queue, which grows with
+the window, and widen it without end.
 
 Until the first ``priority=`` (any value, 0 too) nothing here runs: the default
 path pays nothing.
@@ -51,9 +53,9 @@ Differences from dask.distributed:
     Tasks submitted before the first priority are neither held nor counted.
     The window is per client: two clients on one cluster each keep their own
     window in flight, so a high-priority task of one waits for a task of the
-    other to end, not for its backlog (README "Priorities").  A seceded task does not take its slot back
-    when its children are done (Dask's ``rejoin`` waits for a thread): Ray
-    gives it a CPU as soon as one is free.
+    other to end, not for its backlog (README "Priorities").  A seceded task
+    does not take its slot back when its children are done (Dask's ``rejoin``
+    waits for a thread): Ray gives it a CPU as soon as one is free.
 
 **Tasks that wait on their children.**  A task that submits tasks and blocks
 on their results gives its CPU back to Ray, as Dask's ``secede`` gives its
