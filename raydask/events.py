@@ -142,8 +142,7 @@ class EventLog:
                 if dep.status is Status.PENDING and dep.key in self._slots:
                     self._dependents.setdefault(dep.key, []).append(key)
             state.listener = self._changed  # one bound method for every state (64 B each otherwise)
-            if len(self._slots) > self._evict_at:
-                self._evict()
+            self._maybe_evict()
         if state.status is not Status.PENDING and state.dropped:
             self.changed(state)
 
@@ -167,8 +166,7 @@ class EventLog:
                     slot.obj = view(state, slot)
                     state.listener = None
                     self._released += 1
-                    if len(self._slots) > self._evict_at:
-                        self._evict()
+                    self._maybe_evict()
 
     def await_records(self, timeout: float = WAIT) -> bool:
         """Wait until the records of the tasks that ended so far arrived (True), or ``timeout`` s.
@@ -177,6 +175,17 @@ class EventLog:
         ended a moment ago is in it with where and when it ran.
         """
         return STORE.settled(timeout)
+
+    def _maybe_evict(self) -> None:
+        """Evict when the log outgrew its next mark, or is over the cap with a tenth released.
+
+        The second case matters when the log filled with live tasks (nothing to
+        forget, so the mark moved up) and they are released later: without it the
+        log would stay above the cap until the next submit crossed the mark.
+        """
+        n = len(self._slots)
+        if n > self._evict_at or (n > self.max_tasks and self._released >= max(1, self.max_tasks // 10)):
+            self._evict()
 
     def _evict(self) -> None:
         """Forget the oldest released keys, down to 90 % of ``max_tasks`` (hold the lock).

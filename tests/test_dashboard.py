@@ -488,6 +488,20 @@ def test_event_log_forgets_the_oldest_released_keys_in_batches():
     assert keys[1:] == sorted(keys[1:], key=lambda k: int(k[2:]))  # the oldest went first
 
 
+def test_event_log_shrinks_to_its_cap_when_live_tasks_are_released_later():
+    from raydask.events import EventLog
+
+    log = EventLog(max_tasks=100)
+    for i in range(200):  # all live: nothing to forget while they run
+        log.submitted(f"k-{i}", ())
+    assert len(log) == 200
+    for i in range(200):
+        log.finished(f"k-{i}", None)
+        log.released(f"k-{i}")
+    assert len(log) <= 100  # released rows go as soon as there are enough, not at the next submit
+    assert [e.key for e in log.snapshot()[1]][-1] == "k-199"
+
+
 @pytest.mark.multinode
 @pytest.mark.timeout(180)
 def test_cli_dashboard_in_another_process_shows_the_published_graph(dash_client):

@@ -97,7 +97,7 @@ def test_get_versions_bad_input(impl):
 
 # -- nbytes ----------------------------------------------------------------------------
 def test_nbytes_per_key_and_summary(impl):
-    futures = impl.client.map(inc, [10, 20, 30], key=[f"inc-nb-{uuid.uuid4().hex[:6]}-{i}" for i in range(3)])
+    futures = impl.client.map(inc, [10, 20, 30], key=[f"inc-nb-{i}{uuid.uuid4().hex[:6]}" for i in range(3)])
     big = impl.client.submit(bytes, 10_000, key=f"blob-{uuid.uuid4().hex}")
     impl.wait(futures + [big])
     keys = [f.key for f in futures] + [big.key]
