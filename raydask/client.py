@@ -390,6 +390,11 @@ class Client:
     def _release(self, state):
         if self._keys.release(state):
             state.drop()
+            if (state.listener is not None and state.status is Status.PENDING
+                    and self.status_enum is ClientStatus.RUNNING):
+                # the dashboard's log still follows it: learn its end from Ray, so that the
+                # log freezes its row and lets the state (with its ref, and Ray the value) go
+                state.watch(self._settler)
 
     # -- submit and map -------------------------------------------------------------
     def submit(self, func, *args, key=None, workers=None, resources=None, retries=None, priority=None,

@@ -10,8 +10,11 @@ changed since its last look.
 
 Bounded: past ``max_tasks`` keys the oldest frozen rows are forgotten, a tenth
 at once; live states are the client's own and stay.  A task whose futures were
-dropped before it ended stays live until somebody learns how it ended (the
-dashboard's collector, or the client's sweep of such tasks).
+dropped before it ended stays live until the client learns how it ended: it
+asks Ray to tell it (``FutureState.watch``, from ``Client._release``), so the
+state, its ref and the value in Ray's object store go soon after the task ran,
+as they would in raw Ray; the client's sweep of such tasks when the log is
+crowded remains as a backstop.
 
 A finished task's record (where and when it ran) arrives a little after the
 task ended (:mod:`raydask.receipts`) and is a change of its state too: the key

@@ -212,9 +212,7 @@ class FutureState:
             self.status, self.record, self.exception = status, record, exception
             events = _take_dispatch_waiters(self)
             waiters, self._waiters = self._waiters or [], None
-        if self._dep_keys is None:
-            self._dep_keys = tuple(d.key for d in self.dep_states)
-        self.dep_states = ()  # the graph keeps the keys; the states may go
+            self._let_inputs_go()  # the graph keeps the keys; the states may go
         if status is Status.FINISHED or status is Status.CANCELLED:
             self.spec = None  # nothing to retry: its inputs (and their data) may go
         if record is None and status is Status.FINISHED and not self.scattered:
@@ -227,6 +225,18 @@ class FutureState:
         if listener is not None:
             listener(self)
         return waiters
+
+    def _let_inputs_go(self) -> None:
+        """Keep the inputs' keys, not their states (hold the lock).
+
+        A pending state's ``dep_states`` hold its inputs' states, and so their refs:
+        kept on a dropped task they pinned a whole chain's or tree's intermediate
+        values in Ray's object store until the last task was seen to finish (raw
+        Ray frees each as soon as its consumer ran).
+        """
+        if self._dep_keys is None:
+            self._dep_keys = tuple(d.key for d in self.dep_states)
+        self.dep_states = ()
 
     def retried(self, ref) -> bool:
         """The failed task runs again (``Future.retry``) under a new ref: pending once more.
@@ -249,6 +259,8 @@ class FutureState:
         """The client released its last Future of this key (the task may still run)."""
         with self._lock:  # ``_flags`` is shared with watch(): a lost bit would keep the log's row live
             self._flags |= _DROPPED
+            if self.listener is None:  # nobody shows its phase any more: its inputs' states may go
+                self._let_inputs_go()
         self.spec = None
         listener = self.listener
         if listener is not None:
