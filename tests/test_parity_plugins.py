@@ -236,6 +236,7 @@ def test_subscribe_topic_receives_new_events(impl):
         assert got[1][1]["from"] == "task"  # Dask's worker adds "worker" to dict messages
     finally:
         impl.client.unsubscribe_topic(topic)
+    time.sleep(0.5)  # Dask's unsubscription reaches the scheduler asynchronously too (a message)
     impl.client.log_event(topic, "after")
     time.sleep(0.5)
     assert len(got) == 2
