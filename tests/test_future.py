@@ -175,12 +175,13 @@ def test_release_and_del(client):
     gc.collect()
 
 
-
-def _wait_for_path(x, path):
-    """``len(x)`` once ``path`` exists: a task the test holds running."""
+def _wait_for_path(x, path, timeout=90):
+    """``len(x)`` once ``path`` exists: a task the test holds running (at most ``timeout`` s,
+    so a test that failed before letting it go does not keep a CPU of the shared cluster)."""
     import os
 
-    while not os.path.exists(path):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     return len(x)
 
@@ -215,9 +216,11 @@ def test_a_chain_of_dropped_futures_does_not_pin_its_states(client, tmp_path):
     """
     go = tmp_path / "go"
     last, key = _chain(client, go)
-    assert _live_links() == [key]  # only the running task's own input (Ray holds the rest while they run)
-    assert last.status == "pending"
-    go.touch()
+    try:
+        assert _live_links() == [key]  # only the running task's own input (Ray holds the rest while they run)
+        assert last.status == "pending"
+    finally:
+        go.touch()
     assert last.result(timeout=60) == 1030
 
 
@@ -232,9 +235,9 @@ def test_with_the_dashboard_on_dropped_links_go_once_they_ended(client, tmp_path
     """
     from raydask import Client
 
+    go = tmp_path / "go"
     c = Client(dashboard_address="127.0.0.1:0", set_as_default=False)
     try:
-        go = tmp_path / "go"
         last, key = _chain(c, go)
         deadline = time.monotonic() + 30
         while len(alive := _live_links()) > 1 and time.monotonic() < deadline:
@@ -246,4 +249,5 @@ def test_with_the_dashboard_on_dropped_links_go_once_they_ended(client, tmp_path
         go.touch()
         assert last.result(timeout=60) == 1030
     finally:
+        go.touch()
         c.close()
